@@ -1,0 +1,50 @@
+"""Shared test helpers.
+
+Our commands are found next to the Python that runs the tests (the virtualenv
+or the editable install), never by bare name: Debian's Postfix has commands
+with the same names in /usr/sbin, which tests call by full path.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN_DIR = Path(sys.executable).parent
+POSTFIX_SBIN = Path("/usr/sbin")
+
+
+def pfy_bin(name: str) -> str:
+    """Full path of one of our installed commands."""
+    path = BIN_DIR / name
+    if not path.exists():
+        found = shutil.which(name, path=str(BIN_DIR))
+        if found is None:
+            pytest.fail(f"pfy command {name!r} is not installed in {BIN_DIR}")
+        return found
+    return str(path)
+
+
+def postfix_bin(name: str) -> str:
+    """Full path of one of Debian's Postfix commands; skips if absent."""
+    path = POSTFIX_SBIN / name
+    if not path.exists():
+        pytest.skip(f"Debian's postfix is not installed ({path} missing); .ci/run installs it")
+    return str(path)
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chroot, privilege drop or delivery as another user)")
+
+
+@pytest.fixture
+def pfy():
+    return pfy_bin
+
+
+@pytest.fixture
+def postfix():
+    return postfix_bin
