@@ -1,0 +1,167 @@
+"""master.cf: one service per logical line, as master(5) describes.
+
+    service type private unpriv chroot wakeup maxproc command [args...]
+
+Logical lines follow main.cf's rules (comments, whitespace continuation).
+"-" in a column means the default: private y, unpriv y, chroot n (Postfix
+3.x's built-in default), wakeup 0, maxproc $default_process_limit.  An
+argument "{ text }" is one argument (master(5), Postfix 3.0); "-o name=value"
+and "-o { name = value }" override main.cf for that service.
+"""
+
+from dataclasses import dataclass, field
+
+from pfy.config import ConfigError
+from pfy.config._maincf import logical_lines
+
+__all__ = ["MasterEntry", "MasterCfError", "parse_master_cf", "parse_master_text",
+           "split_args", "SERVICE_TYPES"]
+
+# master(5): the transport types master knows.
+SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
+_BLANKS = " \t\r\n"
+
+
+class MasterCfError(ConfigError):
+    """A bad master.cf line; str() names the file and line."""
+
+
+@dataclass
+class MasterEntry:
+    service: str
+    type: str
+    private: bool
+    unpriv: bool
+    chroot: bool
+    wakeup: int                 # seconds, 0 = none
+    maxproc: int | None         # None: "-", i.e. $default_process_limit
+    command: str
+    args: list[str]             # after the command, -o options removed
+    overrides: dict[str, str]   # -o name=value, in order
+    path: str
+    line: int
+    wakeup_conditional: bool = False    # the "?" suffix: only when used
+    fields: list[str] = field(default_factory=list)  # the 7 columns as written
+    argv: list[str] = field(default_factory=list)    # command + every arg, normalized
+
+    @property
+    def name(self) -> str:
+        """"service/type", as postconf -M and -F name it."""
+        return f"{self.service}/{self.type}"
+
+
+def split_args(text: str, path: str = "master.cf", warn=None) -> list[str]:
+    """Whitespace-separated words; a "{ ... }" word loses its braces and
+    outer blanks (Postfix's mystrtokq + extpar)."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in _BLANKS:
+            i += 1
+            continue
+        j, depth = i, 0
+        while j < n and (depth > 0 or text[j] not in _BLANKS):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}" and depth > 0:
+                depth -= 1
+            j += 1
+        word = text[i:j]
+        if word.startswith("{"):
+            if depth > 0 or not word.endswith("}"):
+                if warn:
+                    warn(f'{path}: missing \'}}\' in "{word}"')
+                word = word[1:].strip(_BLANKS)
+            else:
+                word = word[1:-1].strip(_BLANKS)
+        out.append(word)
+        i = j
+    return out
+
+
+def _normalize_option(value: str) -> str:
+    """'{ name = value }' (already unbraced) -> 'name=value', as postconf
+    prints it."""
+    name, eq, rest = value.partition("=")
+    if not eq:
+        return value
+    return f"{name.strip(_BLANKS)}={rest.strip(_BLANKS)}"
+
+
+def _bool(value: str, what: str, default: bool, ctx) -> bool:
+    if value == "-":
+        return default
+    if value in ("y", "n"):
+        return value == "y"
+    raise MasterCfError(f'{ctx}: invalid {what} field "{value}"')
+
+
+def parse_master_text(text: str, path: str, *, warn=None, strict: bool = True) -> list[MasterEntry]:
+    """Parse master.cf text.  strict: every "-o" must be name=value (what
+    master needs); postconf uses strict=False to show what is written."""
+    warn = warn or (lambda msg: None)
+    entries: list[MasterEntry] = []
+    for line, first, _last in logical_lines(text, path, warn):
+        ctx = f"{path}: line {first}"
+        words = split_args(line, path, warn)
+        if len(words) < 8:
+            raise MasterCfError(f"{ctx}: bad field count")
+        service, stype, private, unpriv, chroot, wakeup, maxproc = words[:7]
+        if stype not in SERVICE_TYPES:
+            raise MasterCfError(f'{ctx}: invalid type field "{stype}"')
+        wake_cond = wakeup.endswith("?")
+        wake_text = wakeup[:-1] if wake_cond else wakeup
+        if wakeup == "-":
+            wake = 0
+        elif wake_text.isdigit():
+            wake = int(wake_text)
+        else:
+            raise MasterCfError(f'{ctx}: invalid wakeup field "{wakeup}"')
+        if maxproc == "-":
+            limit = None
+        elif maxproc.isdigit():
+            limit = int(maxproc)
+        else:
+            raise MasterCfError(f'{ctx}: invalid process_limit field "{maxproc}"')
+        argv = words[7:]
+        args: list[str] = []
+        overrides: dict[str, str] = {}
+        k = 1
+        in_options = True
+        while k < len(argv):
+            arg = argv[k]
+            if in_options and arg == "-o" and k + 1 < len(argv):
+                value = _normalize_option(argv[k + 1])
+                argv[k + 1] = value
+                name, eq, val = value.partition("=")
+                if eq and name:
+                    overrides[name] = val
+                elif strict:
+                    raise MasterCfError(f'{ctx}: "-o {value}": need "-o name=value"')
+                k += 2
+                continue
+            if in_options and (not arg.startswith("-") or arg == "--"):
+                in_options = False
+            args.append(arg)
+            k += 1
+        if strict and in_options and argv[-1] == "-o":
+            raise MasterCfError(f'{ctx}: "-o" without name=value')
+        entries.append(MasterEntry(
+            service=service, type=stype,
+            private=_bool(private, "private", True, ctx),
+            unpriv=_bool(unpriv, "unprivileged", True, ctx),
+            chroot=_bool(chroot, "chroot", False, ctx),
+            wakeup=wake, maxproc=limit, command=argv[0], args=args,
+            overrides=overrides, path=path, line=first,
+            wakeup_conditional=wake_cond, fields=words[:7], argv=argv))
+    return entries
+
+
+def parse_master_cf(path: str, *, warn=None, strict: bool = True) -> list[MasterEntry]:
+    """Parse the master.cf file at path; MasterCfError names file and line."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError as err:
+        raise MasterCfError(f"open {path}: {err.strerror}") from None
+    return parse_master_text(text, path, warn=warn, strict=strict)
