@@ -1,0 +1,183 @@
+"""local's delivery logic fed a delivery request over a socketpair."""
+
+import os
+import socket
+import threading
+
+import pytest
+
+from pfy.config import load_config
+from pfy.daemons.local.agent import LocalAgent, User, split_extension
+from pfy.ipc.channel import AttrConnection
+from pfy.ipc.delivery import (PROTOCOL, ClientInfo, DeliveryReply, DeliveryRequest,
+                              RequestRecipient, read_request, send_reply)
+from pfy.queue.directory import Queue
+from pfy.queue.queue_file import QueueFileReader
+
+
+def make_cfg(tmp_path, **params):
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    (tmp_path / "etc" / "main.cf").write_text(
+        "".join(f"{k} = {v}\n" for k, v in params.items()))
+    return load_config(str(tmp_path / "etc"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    queue = Queue(str(tmp_path / "q"), fsync=False)
+    queue.make_dirs()
+    home = tmp_path / "home"
+    home.mkdir()
+    me = User("alice", os.geteuid(), os.getegid(), str(home), "/bin/sh")
+    return queue, me, tmp_path
+
+
+def submit(queue, rcpts, body=(b"From the start", b"hello")):
+    with queue.create("incoming") as w:
+        w.time()
+        w.sender("bob@remote.example")
+        for r in rcpts:
+            w.recipient(r, orig_rcpt=r.upper())
+        w.begin_content()
+        w.content_line(b"Subject: t")
+        w.content_line(b"")
+        for line in body:
+            w.content_line(line)
+        w.end_content()
+        qid = w.commit()
+    entry = queue.move(queue.entry("incoming", qid), "active")
+    with QueueFileReader(entry.path) as r:
+        envl = r.read_envelope()
+    return qid, envl
+
+
+def request_for(qid, envl, rcpts=None):
+    rs = [RequestRecipient(r.address, r.orig_rcpt, r.offset) for r in envl.recipients
+          if rcpts is None or r.address in rcpts]
+    return DeliveryRequest(0, "active", qid, envl.data_offset, envl.content_size, "host",
+                           "", 0, envl.sender, "", 0, envl.arrival_time, envl.arrival_time,
+                           ClientInfo(), rs)
+
+
+def over_socketpair(agent, req):
+    """qmgr's side on one end, the agent's read_request/send_reply on the other."""
+    a, b = socket.socketpair()
+    def serve():
+        with b:
+            send_reply(b, agent.handle(read_request(b)))
+    t = threading.Thread(target=serve)
+    t.start()
+    conn = AttrConnection(a)
+    frame = conn.receive_frame()
+    assert frame.body == PROTOCOL.encode()
+    reply = conn.request(req, DeliveryReply)
+    t.join()
+    a.close()
+    return reply
+
+
+def agent_for(cfg, queue, me, **kw):
+    users = {"alice": me}
+    return LocalAgent(cfg, queue.root, getpw=users.get, **kw)
+
+
+def test_maildir_delivery_marks_done(env):
+    queue, me, tmp = env
+    cfg = make_cfg(tmp, home_mailbox="Maildir/")
+    qid, envl = submit(queue, ["alice@host"])
+    reply = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl))
+    (res,) = reply.results
+    assert (res.status, res.dsn, res.reason, res.marked) == ("sent", "2.0.0", "delivered to maildir", True)
+    (name,) = os.listdir(os.path.join(me.home, "Maildir", "new"))
+    data = open(os.path.join(me.home, "Maildir", "new", name), "rb").read()
+    assert data.startswith(b"Return-Path: <bob@remote.example>\nX-Original-To: ALICE@HOST\n"
+                           b"Delivered-To: alice@host\nSubject: t\n\nFrom the start\n")
+    with QueueFileReader(queue.path("active", qid)) as r:
+        assert r.read_envelope().pending == []
+
+
+def test_spool_mbox_with_extension(env):
+    queue, me, tmp = env
+    spool = tmp / "spool"
+    spool.mkdir(mode=0o1777)
+    cfg = make_cfg(tmp, mail_spool_directory=str(spool), recipient_delimiter="+")
+    qid, envl = submit(queue, ["Alice+lists@host"])
+    reply = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl))
+    assert reply.results[0].reason == "delivered to mailbox"
+    data = (spool / "alice").read_bytes()
+    assert data.startswith(b"From bob@remote.example  ")
+    assert b"\n>From the start\n" in data and data.endswith(b"hello\n\n")
+
+
+def test_unknown_user_bounces_511(env):
+    queue, me, tmp = env
+    cfg = make_cfg(tmp, home_mailbox="Maildir/")
+    qid, envl = submit(queue, ["nobody-here@host"])
+    (res,) = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl)).results
+    assert (res.status, res.dsn, res.reason) == ("bounced", "5.1.1", 'unknown user: "nobody-here"')
+    cfg2 = make_cfg(tmp, home_mailbox="Maildir/", soft_bounce="yes")
+    (res,) = over_socketpair(agent_for(cfg2, queue, me), request_for(qid, envl)).results
+    assert (res.status, res.dsn) == ("deferred", "4.1.1")
+
+
+def test_size_limit_bounces_522_like_postfix(env):
+    queue, me, tmp = env
+    cfg = make_cfg(tmp, home_mailbox="mbox", mailbox_size_limit="100",
+                   message_size_limit="50")
+    qid, envl = submit(queue, ["alice@host"], body=[b"x" * 200])
+    (res,) = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl)).results
+    assert (res.status, res.dsn) == ("bounced", "5.2.2")
+    assert res.reason.startswith(f"cannot update mailbox {me.home}/mbox for user alice. ")
+
+
+def test_other_user_is_deferred_when_unprivileged(env):
+    queue, me, tmp = env
+    cfg = make_cfg(tmp, home_mailbox="Maildir/")
+    other = User("carol", me.uid + 1, me.gid, me.home, "/bin/sh")
+    agent = LocalAgent(cfg, queue.root, getpw={"carol": other}.get, euid=me.uid or 1000)
+    if me.uid == 0:
+        agent = LocalAgent(cfg, queue.root, getpw={"carol": User("carol", 4242, 4242, me.home, "/bin/sh")}.get,
+                           euid=1000)
+    qid, envl = submit(queue, ["carol@host"])
+    (res,) = over_socketpair(agent, request_for(qid, envl)).results
+    assert res.status == "deferred" and "without root privileges" in res.reason
+
+
+def test_mailbox_command_argv_env_and_exit_codes(env):
+    queue, me, tmp = env
+    out = tmp / "cmd.out"
+    script = tmp / "deliver.sh"
+    script.write_text(f'#!/bin/sh\necho "$RECIPIENT $EXTENSION $SENDER" > {out}\ncat >> {out}\nexit ${{1:-0}}\n')
+    script.chmod(0o755)
+    cfg = make_cfg(tmp, mailbox_command=f"{script}", recipient_delimiter="+")
+    qid, envl = submit(queue, ["alice+x@host"])
+    (res,) = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl)).results
+    assert (res.status, res.reason) == ("sent", f"delivered to command: {script}")
+    text = out.read_text()
+    assert text.startswith("alice+x@host x bob@remote.example\nFrom bob@remote.example  ")
+    cfg = make_cfg(tmp, mailbox_command=f"{script} 75")
+    qid, envl = submit(queue, ["alice@host"])
+    (res,) = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl)).results
+    assert (res.status, res.dsn) == ("deferred", "4.3.0")
+    assert res.reason == f'Command died with status 75: "{script} 75"'
+
+
+def test_mailbox_transport_passes_the_recipient(env):
+    queue, me, tmp = env
+    cfg = make_cfg(tmp, mailbox_transport="lmtp:inet:x")
+    seen = []
+    def fake_pass(session, rcpt, spec):
+        seen.append((rcpt.address, spec))
+        session.defer(rcpt, "4.4.1", "lmtp down", "lmtp")
+    qid, envl = submit(queue, ["alice@host"])
+    agent = LocalAgent(cfg, queue.root, getpw={}.get, pass_to=fake_pass)
+    (res,) = over_socketpair(agent, request_for(qid, envl)).results
+    assert seen == [("alice@host", "lmtp:inet:x")] and res.status == "deferred"
+
+
+@pytest.mark.parametrize("local,delim,want", [
+    ("alice+x", "+", ("alice", "x")), ("alice", "+", ("alice", "")),
+    ("a-b+c", "+-", ("a", "b+c")), ("+x", "+", ("+x", "")), ("alice+x", "", ("alice+x", "")),
+])
+def test_split_extension(local, delim, want):
+    assert split_extension(local, delim) == want
