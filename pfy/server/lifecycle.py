@@ -1,0 +1,545 @@
+"""What every daemon does between exec and its first client, and at the end.
+
+The three skeletons (single, multi, trigger) share this lifecycle:
+
+1. options from master: the argv master builds from master.cf, Postfix's
+   (`qmgr -l -t unix -u`, `smtpd -n smtp -t inet -u -c -o name=value -s 2`),
+   shown unchanged by ps;
+2. main.cf with the service's -o overrides;
+3. logging, then the daemon's pre_jail hook (open tables, TLS contexts...),
+   then everything else the jail will hide (codecs, time zone, user data);
+4. chroot to queue_directory (-c) and the switch to mail_owner (-u) with
+   supplementary groups cleared, only when started by root;
+5. the daemon's post_jail hook, then the serve loop (an asyncio loop for all
+   three skeletons) with busy/idle reports to master, max_idle, max_use, the
+   daemon_timeout watchdog, and exit when master goes away.
+
+Errors: `Fatal` (or a ConfigError) is logged as `fatal: ...` and exits 1; any
+other exception escaping a handler is a panic: its traceback goes to the log
+and the process exits 2, so master restarts it and throttles a service that
+dies before serving anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pfy.server import master_proto
+
+__all__ = ["Fatal", "ServerOptions", "ServerContext", "UsageError",
+           "parse_server_args", "Lifecycle", "EXIT_FATAL", "EXIT_PANIC"]
+
+EXIT_FATAL = 1      # msg_fatal() exit status
+EXIT_PANIC = 2      # ours; Postfix's msg_panic() aborts instead
+
+
+class Fatal(Exception):
+    """A configuration or environment error: logged as fatal, exit 1."""
+
+
+class UsageError(Exception):
+    """Bad daemon command line (master.cf args)."""
+
+
+@dataclass
+class ServerOptions:
+    program: str                    # command name: smtpd, qmgr, trivial-rewrite
+    service: str                    # master.cf service name (-n), else program
+    transport: str = "unix"         # -t inet|unix|unix-dgram|fifo|pass
+    solitary: bool = False          # -l: master.cf maxproc is 1
+    unprivileged: bool = False      # -u: switch to mail_owner
+    chroot: bool = False            # -c: chroot to queue_directory
+    verbose: int = 0                # -v, repeatable
+    debug: bool = False             # -d: not under master (accepted, as Postfix)
+    standalone: bool = False        # -S: serve stdin/stdout, no master
+    listen_count: int = 1           # -s N: listening fds 6 .. 6+N-1
+    overrides: dict[str, str] = field(default_factory=dict)   # -o name=value
+    argv: list[str] = field(default_factory=list)             # for the proc title
+
+
+def parse_server_args(argv: list[str], program: str) -> ServerOptions:
+    """Parse the options master passes (see master_proto and master(5)).
+
+    Like Postfix's getopt loop: options may repeat, `-o name=value` may also
+    be `-oname=value`; anything else is a usage error naming the option.
+    """
+    opts = ServerOptions(program=program, service=program, argv=[program, *argv])
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-":
+            raise UsageError(f"unexpected command-line argument: {arg}")
+        flag, rest = arg[1:2], arg[2:]
+        if flag in "notsi" and flag != "":
+            if rest:
+                value = rest
+            else:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"option requires an argument -- '{flag}'")
+                value = argv[i]
+            if flag == "n":
+                opts.service = value
+            elif flag == "t":
+                if value not in ("inet", "unix", "unix-dgram", "fifo", "pass"):
+                    raise UsageError(f"unknown service type: {value}")
+                opts.transport = value
+            elif flag == "s":
+                if not value.isdigit() or int(value) < 1:
+                    raise UsageError(f"invalid -s (listen fd count) value: {value}")
+                opts.listen_count = int(value)
+            elif flag == "o":
+                name, eq, val = value.partition("=")
+                if not eq or not name.strip():
+                    raise UsageError(f"bad -o parameter setting: {value}")
+                opts.overrides[name.strip()] = val.strip()
+            else:  # -i: Postfix's "ignored", kept for compatibility
+                pass
+        else:
+            for ch in arg[1:]:
+                if ch == "l":
+                    opts.solitary = True
+                elif ch == "u":
+                    opts.unprivileged = True
+                elif ch == "c":
+                    opts.chroot = True
+                elif ch == "v":
+                    opts.verbose += 1
+                elif ch == "d":
+                    opts.debug = True
+                elif ch == "S":
+                    opts.standalone = True
+                elif ch == "z":     # Postfix: "dummy -z" ps marker; ignored
+                    pass
+                else:
+                    raise UsageError(f"invalid option -- '{ch}'")
+        i += 1
+    return opts
+
+
+class _Timer:
+    """A cancellable one-shot timer (see ServerContext.call_later)."""
+
+    def __init__(self, handle: asyncio.TimerHandle):
+        self._handle = handle
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+@dataclass
+class ServerContext:
+    """What a handler gets: the loaded Config and the service it runs for."""
+
+    cfg: Any                        # pfy.config Config, with -o overrides
+    options: ServerOptions
+    generation: int = 0
+    loop: asyncio.AbstractEventLoop | None = None
+    use_count: int = 0              # clients (or triggers) served so far
+    stopping: bool = False          # master went away or max_use reached
+    data: dict[str, Any] = field(default_factory=dict)   # the daemon's own state
+    _at_exit: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def service(self) -> str:
+        return self.options.service
+
+    @property
+    def program(self) -> str:
+        return self.options.program
+
+    @property
+    def queue_directory(self) -> str:
+        """The queue folder as this process sees it: "/" once chrooted into it."""
+        return "/" if self.data.get("_chrooted") else self.cfg.queue_directory
+
+    @property
+    def chrooted(self) -> bool:
+        return bool(self.data.get("_chrooted"))
+
+    def call_later(self, seconds: float, callback: Callable[[], Any]) -> _Timer:
+        """Run callback (plain function or coroutine function) after `seconds`.
+
+        Runs on the serve loop, between clients for single/trigger servers.
+        Exceptions it raises are panics, like a handler's.
+        """
+        def fire() -> None:
+            try:
+                result = callback()
+                if asyncio.iscoroutine(result):
+                    task = self.loop.create_task(_guard(self, result))
+                    _TASKS.add(task)        # the loop holds tasks weakly
+                    task.add_done_callback(_TASKS.discard)
+            except BaseException as exc:   # noqa: BLE001 - the panic path
+                _die(self, exc)
+        return _Timer(self.loop.call_later(seconds, fire))
+
+    def at_exit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on any exit: normal, SIGTERM, fatal or panic
+        (e.g. cleanup removing its half-written queue file)."""
+        self._at_exit.append(callback)
+
+    def run_at_exit(self) -> None:
+        callbacks, self._at_exit = self._at_exit, []
+        for cb in reversed(callbacks):
+            try:
+                cb()
+            except Exception:   # noqa: BLE001 - exiting anyway; say why
+                _log().warning("exit handler failed: %s", traceback.format_exc().splitlines()[-1])
+
+
+_TASKS: set = set()
+
+
+async def _guard(ctx: ServerContext, coro) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        pass
+    except BaseException as exc:   # noqa: BLE001 - the panic path
+        _die(ctx, exc)
+
+
+# --- logging ---------------------------------------------------------------
+
+def _log():
+    from pfy.log import logger
+    return logger
+
+
+def _init_logging(opts: ServerOptions, cfg: Any) -> None:
+    # Before the jail: the maillog_file or /dev/log is opened here and kept.
+    from pfy.log import init_logging
+    init_logging(cfg, opts.program, verbose=opts.verbose)
+
+
+def log_fatal(msg: str) -> None:
+    _log().log("fatal", msg)
+
+
+def _warn(msg: str) -> None:
+    _log().warning(msg)
+
+
+def _die(ctx: ServerContext | None, exc: BaseException) -> None:
+    """The end of the process: fatal, panic or a plain exit."""
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FATAL)
+        if ctx:
+            ctx.run_at_exit()
+        _flush_and_exit(code)
+    from pfy.config import ConfigError
+    if isinstance(exc, (Fatal, ConfigError, UsageError)):
+        log_fatal(str(exc))
+        code = EXIT_FATAL
+    else:
+        log = _log()
+        for line in "".join(traceback.format_exception(exc)).rstrip().splitlines():
+            log.log("panic", line)
+        log.log("panic", f"{type(exc).__name__}: {exc}")
+        code = EXIT_PANIC
+    if ctx:
+        ctx.run_at_exit()
+    _flush_and_exit(code)
+
+
+def _flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:   # noqa: BLE001 - closed stream at exit
+            pass
+    os._exit(code)
+
+
+# --- the jail ----------------------------------------------------------------
+
+def _preload_for_jail() -> None:
+    """Load what a chrooted or unprivileged process can no longer reach."""
+    import encodings.idna       # noqa: F401 - socket.getaddrinfo of IDN names
+    import encodings.ascii      # noqa: F401
+    import encodings.latin_1    # noqa: F401
+    import time
+    time.tzset()                # /etc/localtime is outside the jail
+    time.localtime()
+    import email.utils          # noqa: F401 - Date/Message-ID formatting
+    import socket as _s
+    try:
+        _s.getservbyname("smtp", "tcp")   # /etc/services is outside the jail
+    except OSError:
+        pass
+
+
+def _drop_privileges(ctx: ServerContext) -> None:
+    """chroot (-c) and switch to mail_owner (-u), only when we are root.
+
+    Order matters: look the user up before chroot (the passwd file is outside),
+    chroot before dropping root (chroot needs CAP_SYS_CHROOT), groups before
+    the uid (setgroups needs root).
+    """
+    opts, cfg = ctx.options, ctx.cfg
+    if os.geteuid() != 0:
+        return          # started by an ordinary user: run as that user, no chroot
+    uid = gid = None
+    if opts.unprivileged:
+        import pwd
+        owner = cfg.mail_owner
+        try:
+            pw = pwd.getpwnam(owner)
+        except KeyError:
+            raise Fatal(f"file {cfg.config_directory}/main.cf: parameter mail_owner: "
+                        f"unknown user name value: {owner}") from None
+        if pw.pw_uid == 0:
+            raise Fatal(f"file {cfg.config_directory}/main.cf: parameter mail_owner: "
+                        f"user {owner} has privileged user ID")
+        uid, gid = pw.pw_uid, pw.pw_gid
+    if opts.chroot:
+        jail = cfg.queue_directory
+        try:
+            os.chroot(jail)
+            os.chdir("/")
+        except OSError as exc:
+            raise Fatal(f"chroot({jail}): {exc.strerror}") from None
+        ctx.data["_chrooted"] = True
+    else:
+        try:
+            os.chdir(cfg.queue_directory)
+        except OSError as exc:
+            raise Fatal(f"chdir({cfg.queue_directory}): {exc.strerror}") from None
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        if os.getuid() == 0 or os.geteuid() == 0:   # paranoia, as Postfix's set_ugid
+            raise Fatal("privilege drop failed: still root")
+
+
+# --- the serve loop ----------------------------------------------------------
+
+class Lifecycle:
+    """Start-up, the jail and the event loop; subclassed by each skeleton."""
+
+    kind = "server"
+
+    def __init__(self, *, pre_jail=None, post_jail=None, pre_accept=None,
+                 solitary: bool = False, unlimited: bool = False,
+                 argv: list[str] | None = None, program: str | None = None):
+        self.pre_jail = pre_jail
+        self.post_jail = post_jail
+        self.pre_accept = pre_accept
+        self.require_solitary = solitary
+        self.unlimited = unlimited      # Postfix's MAIL_SERVER_UNLIMITED: no max_idle/max_use
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        self.program = program or os.path.basename(sys.argv[0] or "pfy")
+        self.ctx: ServerContext | None = None
+        self.listen_fds: list[int] = []
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._status_ok = True
+
+    # -- start-up --
+
+    def start(self) -> ServerContext:
+        try:
+            opts = parse_server_args(self.argv, self.program)
+        except UsageError as exc:
+            log_fatal(str(exc))     # stderr: logging is not set up yet
+            _flush_and_exit(EXIT_FATAL)
+        _set_title(opts)
+        try:
+            from pfy.config import load_config, config_directory
+            cfg = load_config(config_directory(), overrides=opts.overrides or None)
+        except BaseException as exc:   # noqa: BLE001 - ConfigError and friends
+            _die(None, exc)
+        _init_logging(opts, cfg)
+        generation = int(os.environ.get(master_proto.GENERATION_ENV, "0"), 16)
+        ctx = ServerContext(cfg=cfg, options=opts, generation=generation)
+        # The loop exists before the hooks, so pre_jail/post_jail may already
+        # use ctx.call_later (it fires once serving starts).
+        ctx.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(ctx.loop)
+        self.ctx = ctx
+        try:
+            if self.require_solitary and not opts.solitary and not opts.standalone:
+                raise Fatal(f"service {opts.service} requires a process limit of 1")
+            self.listen_fds = self._inherited_fds(opts)
+            if self.pre_jail:
+                self.pre_jail(ctx)
+            _preload_for_jail()
+            self.preload()
+            _drop_privileges(ctx)
+            if self.post_jail:
+                self.post_jail(ctx)
+        except BaseException as exc:   # noqa: BLE001 - fatal or panic
+            _die(ctx, exc)
+        return ctx
+
+    def preload(self) -> None:
+        """Skeleton-specific modules to load before the jail."""
+
+    def _inherited_fds(self, opts: ServerOptions) -> list[int]:
+        if opts.standalone:
+            return []
+        fds = list(range(master_proto.LISTEN_FD, master_proto.LISTEN_FD + opts.listen_count))
+        for fd in fds + [master_proto.STATUS_FD]:
+            try:
+                os.fstat(fd)
+            except OSError:
+                raise Fatal(f"descriptor {fd} from master is not open "
+                            f"(run {opts.program} from master, or with -S)") from None
+            os.set_inheritable(fd, False)   # never leak master's fds to our children
+        return fds
+
+    # -- the loop --
+
+    def run(self) -> None:
+        """Start up, serve until told to stop, exit. Never returns."""
+        ctx = self.start()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        # Python ignores SIGPIPE already: a dead peer is EPIPE, not a signal.
+        try:
+            loop = ctx.loop
+            if not ctx.options.standalone:
+                loop.add_reader(master_proto.STATUS_FD, self._on_status_event)
+            self._arm_watchdog()
+            self.setup(loop)
+            self.arm_idle()
+            loop.run_forever()
+        except BaseException as exc:   # noqa: BLE001 - the panic path
+            _die(ctx, exc)
+        _die(ctx, SystemExit(0))
+
+    def setup(self, loop: asyncio.AbstractEventLoop) -> None:
+        raise NotImplementedError
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if self.ctx:
+            self.ctx.run_at_exit()
+        _flush_and_exit(0)
+
+    def _on_status_event(self) -> None:
+        # master never writes here: readable means EOF (master exited or the
+        # service was reloaded). Finish what we are doing, accept no more.
+        try:
+            data = os.read(master_proto.STATUS_FD, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return
+        self.ctx.loop.remove_reader(master_proto.STATUS_FD)
+        self._status_ok = False
+        if self.ctx.options.verbose:
+            _log().info("master disconnect -- exiting")
+        self.stop_accepting()
+
+    def notify(self, status: int) -> None:
+        if self._status_ok and not self.ctx.options.standalone:
+            if not master_proto.notify(self.ctx.generation, status):
+                self._status_ok = False
+
+    def stop_accepting(self) -> None:
+        """Stop taking clients; exit once current work is done."""
+        self.ctx.stopping = True
+        for fd in self.listen_fds:
+            try:
+                self.ctx.loop.remove_reader(fd)
+            except (ValueError, OSError):
+                pass
+        self.maybe_exit()
+
+    def busy(self) -> bool:
+        return False
+
+    def maybe_exit(self) -> None:
+        if self.ctx.stopping and not self.busy():
+            self.ctx.loop.stop()
+
+    def served_one(self) -> None:
+        """Count a client; after max_use of them, exit (unless unlimited)."""
+        self.ctx.use_count += 1
+        max_use = self.ctx.cfg.max_use
+        if not self.unlimited and max_use > 0 and self.ctx.use_count >= max_use:
+            self.stop_accepting()
+
+    def arm_idle(self) -> None:
+        """(Re)start the max_idle timer; exit when it fires with no client."""
+        if self._idle_timer:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        max_idle = self.ctx.cfg.max_idle
+        if self.unlimited or max_idle <= 0 or self.busy():
+            return
+        self._idle_timer = self.ctx.loop.call_later(max_idle, self._on_idle)
+
+    def disarm_idle(self) -> None:
+        if self._idle_timer:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _on_idle(self) -> None:
+        if self.busy():
+            return
+        if self.ctx.options.verbose:
+            _log().info("idle timeout -- exiting")
+        self.stop_accepting()
+
+    def _arm_watchdog(self) -> None:
+        # Postfix's watchdog: the loop must come round within daemon_timeout;
+        # a handler stuck longer than that is killed (SIGALRM's default action
+        # would be silent, so log it first).
+        timeout = self.ctx.cfg.daemon_timeout
+        if timeout <= 0:
+            return
+        signal.signal(signal.SIGALRM, self._on_watchdog)
+
+        def rearm() -> None:
+            signal.alarm(timeout)
+            self.ctx.loop.call_later(max(1, timeout // 4), rearm)
+        rearm()
+
+    def _on_watchdog(self, signum, frame) -> None:
+        log_fatal("watchdog timeout")
+        if self.ctx:
+            self.ctx.run_at_exit()
+        _flush_and_exit(EXIT_FATAL)
+
+
+def _set_title(opts: ServerOptions) -> None:
+    """ps shows `qmgr -l -t unix -u` as for Postfix, not the interpreter."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(" ".join(opts.argv))
+
+
+def fd_kind(fd: int) -> str:
+    """'fifo', 'stream' (a listening stream socket), 'dgram' or 'other'."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        s = socket.socket(fileno=os.dup(fd))
+        try:
+            return "dgram" if s.type == socket.SOCK_DGRAM else "stream"
+        finally:
+            s.close()
+    return "other"
+
+
+def is_client_error(exc: BaseException) -> bool:
+    """A peer that went away or timed out: a warning, never a panic."""
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def warn_client(ctx: ServerContext, exc: BaseException) -> None:
+    _warn(f"{ctx.service}: client connection: {exc}")

@@ -1,0 +1,166 @@
+"""multi - the skeleton of a daemon that serves many clients at once.
+
+    from pfy.server import multi
+
+    async def session(ctx: multi.ServerContext, reader, writer) -> None:
+        ...                       # asyncio streams; closed by the skeleton
+
+    def main() -> None:
+        multi.serve(session, pre_jail=load_tables)
+
+Postfix's multi_server(3): one process, one event loop, many clients. As in
+Postfix, the process reports itself busy to master only while it accepts, so
+master keeps one process per service while it keeps up. With
+max_clients=N the process reports busy and stops accepting once it has N
+clients (master then starts another one, up to maxproc: CPU parallelism),
+and idle again when it drops below N.
+
+Blocking work (fsync, per-user deliveries) belongs in
+`await ctx.loop.run_in_executor(None, fn)`, never on the loop itself.
+On master going away (or reload) the process accepts no more and exits when
+its last client is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Awaitable, Callable
+
+from pfy.server import master_proto
+from pfy.server.lifecycle import (Fatal, Lifecycle, ServerContext, _die, fd_kind,
+                                  is_client_error, warn_client)
+
+__all__ = ["serve", "ServerContext"]
+
+Handler = Callable[[ServerContext, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class _Multi(Lifecycle):
+    kind = "multi"
+
+    def __init__(self, handler: Handler, max_clients: int | None = None, **kw):
+        super().__init__(**kw)
+        self.handler = handler
+        self.max_clients = max_clients
+        self.clients = 0
+        self.socks: list[socket.socket] = []
+        self._paused = False
+        self.tasks: set[asyncio.Task] = set()
+
+    def busy(self) -> bool:
+        return self.clients > 0
+
+    def preload(self) -> None:
+        import asyncio.unix_events   # noqa: F401 - loaded lazily otherwise
+        import asyncio.selector_events   # noqa: F401
+
+    def setup(self, loop) -> None:
+        ctx = self.ctx
+        if ctx.options.standalone:
+            self.tasks.add(loop.create_task(self._standalone()))
+            return
+        for fd in self.listen_fds:
+            if fd_kind(fd) != "stream":
+                _die(ctx, Fatal(f"{ctx.service}: descriptor {fd} is not a listening stream socket"))
+            s = socket.socket(fileno=fd)
+            s.setblocking(False)
+            self.socks.append(s)
+        self._resume()
+
+    def _resume(self) -> None:
+        for s in self.socks:
+            self.ctx.loop.add_reader(s.fileno(), self._on_accept, s)
+
+    def _pause(self) -> None:
+        for s in self.socks:
+            self.ctx.loop.remove_reader(s.fileno())
+
+    async def _standalone(self) -> None:
+        loop = self.ctx.loop
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                     open(0, "rb", buffering=0, closefd=False))
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, open(1, "wb", buffering=0, closefd=False))
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._session(reader, writer)
+        self.ctx.stopping = True
+        loop.stop()
+
+    def _on_accept(self, lsock: socket.socket) -> None:
+        if self.ctx.stopping:
+            return
+        try:
+            conn, _ = lsock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        if self.pre_accept:
+            self.pre_accept(self.ctx)
+        self.notify(master_proto.STAT_TAKEN)
+        self.clients += 1
+        self.disarm_idle()
+        # The loop keeps only weak references to tasks: hold them ourselves.
+        task = self.ctx.loop.create_task(self._client(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        if self.max_clients and self.clients >= self.max_clients:
+            self._paused = True
+            self._pause()           # stay "taken": master starts another process
+        else:
+            self.notify(master_proto.STAT_AVAIL)
+        self.served_one()
+
+    async def _client(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError as exc:
+            conn.close()
+            warn_client(self.ctx, exc)
+            self._client_done()
+            return
+        await self._session(reader, writer)
+        self._client_done()
+
+    async def _session(self, reader, writer) -> None:
+        try:
+            await self.handler(self.ctx, reader, writer)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except BaseException as exc:   # noqa: BLE001 - sorted below
+            if is_client_error(exc):
+                warn_client(self.ctx, exc)
+            else:
+                _die(self.ctx, exc)
+        finally:
+            try:
+                writer.close()
+            except Exception:   # noqa: BLE001 - peer already gone
+                pass
+
+    def _client_done(self) -> None:
+        self.clients -= 1
+        if self._paused and not self.ctx.stopping and self.clients < self.max_clients:
+            self._paused = False
+            self.notify(master_proto.STAT_AVAIL)
+            self._resume()
+        if self.clients == 0:
+            self.arm_idle()
+        self.maybe_exit()
+
+    def stop_accepting(self) -> None:
+        if not self._paused:
+            self._pause()
+            self._paused = True
+        super().stop_accepting()
+
+
+def serve(handler: Handler, *, pre_jail=None, post_jail=None, pre_accept=None,
+          max_clients: int | None = None, solitary: bool = False,
+          unlimited: bool = False, argv: list[str] | None = None,
+          program: str | None = None) -> None:
+    """Run `await handler(ctx, reader, writer)` for each client, many at once.
+    Never returns."""
+    _Multi(handler, max_clients=max_clients, pre_jail=pre_jail, post_jail=post_jail,
+           pre_accept=pre_accept, solitary=solitary, unlimited=unlimited,
+           argv=argv, program=program).run()

@@ -1,0 +1,150 @@
+"""trigger - the skeleton of a daemon woken through a FIFO or a socket.
+
+    from pfy.server import trigger
+
+    def scan(ctx: trigger.ServerContext, request: bytes) -> None:
+        ...                       # request: the trigger bytes, e.g. b"W"
+
+    def main() -> None:
+        trigger.serve(scan, solitary=True)
+
+Postfix's trigger_server(3): on a fifo service the process reads whatever
+bytes are in the FIFO (master keeps it open read-write, so there is never an
+EOF); on a unix (or inet) service it accepts a connection and reads the
+bytes the client sends before it closes. Either way the handler gets the
+bytes of one wake-up (up to TRIGGER_BUF_SIZE), and may use ctx.call_later
+for its own timers (qmgr's scans). Several bytes can arrive at once
+(b"WW", b"AF"); the handler decides what each means (pfy.ipc's trigger codes).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from typing import Callable
+
+from pfy.server import master_proto
+from pfy.server.lifecycle import (Fatal, Lifecycle, ServerContext, _die, fd_kind)
+
+__all__ = ["serve", "ServerContext", "TRIGGER_BUF_SIZE"]
+
+TRIGGER_BUF_SIZE = 1024     # trigger_server.c: char buf[1024]
+TRIGGER_READ_TIMEOUT = 10   # trigger_server.c: read_wait(fd, 10) on a socket
+
+Handler = Callable[[ServerContext, bytes], None]
+
+
+class _Trigger(Lifecycle):
+    kind = "trigger"
+
+    def __init__(self, handler: Handler, **kw):
+        super().__init__(**kw)
+        self.handler = handler
+        self._busy = False
+
+    def busy(self) -> bool:
+        return self._busy
+
+    def setup(self, loop) -> None:
+        ctx = self.ctx
+        if ctx.options.standalone:
+            loop.call_soon(self._standalone)
+            return
+        for fd in self.listen_fds:
+            kind = fd_kind(fd)
+            if kind == "fifo":
+                os.set_blocking(fd, False)
+                loop.add_reader(fd, self._on_fifo, fd)
+            elif kind == "stream":
+                s = socket.socket(fileno=fd)
+                s.setblocking(False)
+                loop.add_reader(fd, self._on_accept, s)
+            elif kind == "dgram":
+                s = socket.socket(fileno=fd)
+                s.setblocking(False)
+                loop.add_reader(fd, self._on_dgram, s)
+            else:
+                _die(ctx, Fatal(f"{ctx.service}: descriptor {fd} is not a FIFO or socket"))
+
+    def _standalone(self) -> None:
+        data = os.read(0, TRIGGER_BUF_SIZE)
+        self._wakeup(data)
+        self.ctx.stopping = True
+        self.ctx.loop.stop()
+
+    def _on_fifo(self, fd: int) -> None:
+        if self.ctx.stopping:
+            return
+        try:
+            data = os.read(fd, TRIGGER_BUF_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return              # another process of this service read it
+        if data:
+            self._wakeup(data)
+
+    def _on_dgram(self, s: socket.socket) -> None:
+        if self.ctx.stopping:
+            return
+        try:
+            data = s.recv(TRIGGER_BUF_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        self._wakeup(data)
+
+    def _on_accept(self, lsock: socket.socket) -> None:
+        if self.ctx.stopping:
+            return
+        try:
+            conn, _ = lsock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        with conn:
+            data = _read_until_eof(conn)
+        if data:
+            self._wakeup(data)
+
+    def _wakeup(self, data: bytes) -> None:
+        if self.pre_accept:
+            self.pre_accept(self.ctx)
+        self.disarm_idle()
+        self.notify(master_proto.STAT_TAKEN)
+        self._busy = True
+        try:
+            self.handler(self.ctx, data)
+        except BaseException as exc:   # noqa: BLE001 - fatal or panic
+            _die(self.ctx, exc)
+        finally:
+            self._busy = False
+        self.notify(master_proto.STAT_AVAIL)
+        self.served_one()
+        self.arm_idle()
+        self.maybe_exit()
+
+
+def _read_until_eof(conn: socket.socket) -> bytes:
+    """The bytes a trigger client sends before it hangs up (pfy.ipc.trigger)."""
+    data = b""
+    deadline = time.monotonic() + TRIGGER_READ_TIMEOUT
+    try:
+        while len(data) < TRIGGER_BUF_SIZE:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([conn], [], [], max(0.0, left))
+            if not ready:
+                break
+            chunk = conn.recv(TRIGGER_BUF_SIZE - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    return data
+
+
+def serve(handler: Handler, *, pre_jail=None, post_jail=None, pre_accept=None,
+          solitary: bool = False, unlimited: bool = False,
+          argv: list[str] | None = None, program: str | None = None) -> None:
+    """Run `handler(ctx, request_bytes)` for each wake-up. Never returns."""
+    _Trigger(handler, pre_jail=pre_jail, post_jail=post_jail, pre_accept=pre_accept,
+             solitary=solitary, unlimited=unlimited, argv=argv, program=program).run()
