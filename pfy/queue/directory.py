@@ -23,11 +23,15 @@ MESSAGE_QUEUE_NAMES = ("maildrop", "incoming", "active", "deferred", "hold",
 LOG_QUEUE_NAMES = ("bounce", "defer", "trace", "flush")
 QUEUE_NAMES = MESSAGE_QUEUE_NAMES + LOG_QUEUE_NAMES
 
-# Folder modes as Postfix's postfix-files: every queue 0700 owned by
-# mail_owner, except maildrop 1730 group setgid_group (users drop files in,
-# cannot list or read them).
-_DIR_MODES = {"maildrop": 0o1730}
-DIR_MODES = _DIR_MODES          # public name; default 0o700 for the rest
+# Folder modes: every queue 0700 owned by mail_owner, except maildrop.
+# Postfix makes maildrop 1730 group postdrop and lets the set-group-ID
+# postdrop write there; Python cannot run set-group-ID, so maildrop is
+# 3733 owned by mail_owner and its group: anyone may drop a file in, nobody
+# but mail_owner may list it, the sticky bit stops users removing each
+# other's files, and set-group-ID on the folder gives every file
+# mail_owner's group so pickup can read what users cannot (postdrop(1)).
+DIR_MODES = {"maildrop": 0o3733}
+_DIR_MODES = DIR_MODES          # old private name, kept for callers
 # Postfix's postsuper removes leftover temporary files after this age
 # (postsuper.c MAX_TEMP_AGE: one day); a temp file whose writer process is
 # gone is removed at once.

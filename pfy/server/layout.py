@@ -5,9 +5,13 @@ Owners and modes follow Postfix's postfix-files:
 
     queue_directory         root        0755
     queue_directory/pid     root        0755
-    queue_directory/public  mail_owner:setgid_group  0710
+    queue_directory/public  mail_owner  0711 (Postfix: 0710 group postdrop)
     queue_directory/private mail_owner  0700
-    the message queues      mail_owner  0700 (maildrop 1730, group setgid_group)
+    the message queues      mail_owner  0700 (maildrop 3733: see postdrop(1))
+
+pfy differs from Postfix for public/ and maildrop/ because Python cannot run
+set-group-ID: the kernel-checked file owner (maildrop) and SO_PEERCRED
+(public sockets) take the place of the postdrop group.
     data_directory          mail_owner  0700
 
 When not root, nothing is chowned: the user who runs the instance owns it all.
@@ -69,21 +73,23 @@ def _fix(path: str, mode: int, uid: int | None, gid: int | None,
             created = True
             changes.append(f"created {path}")
         st = os.stat(path)
-        if st.st_mode & 0o7777 != mode:
-            os.chmod(path, mode)
-            if not created:
-                changes.append(f"mode {oct(mode)[2:]} {path}")
+        # chown before chmod: changing the owner may clear set-ID bits.
         if uid is not None and (st.st_uid != uid or (gid is not None and st.st_gid != gid)):
             os.chown(path, uid, -1 if gid is None else gid)
             if not created:
                 changes.append(f"owner {uid}:{gid} {path}")
+            st = os.stat(path)
+        if st.st_mode & 0o7777 != mode:
+            os.chmod(path, mode)
+            if not created:
+                changes.append(f"mode {oct(mode)[2:]} {path}")
     except OSError as exc:
         raise LayoutError(f"{path}: {exc.strerror}") from None
 
 
 def ensure_layout(cfg, owners: Owners | None) -> list[str]:
     """Create missing folders and fix owners/modes; return what changed."""
-    from pfy.queue.directory import QUEUE_NAMES, _DIR_MODES
+    from pfy.queue.directory import QUEUE_NAMES, DIR_MODES
     changes: list[str] = []
     q = cfg.queue_directory
     root_uid = 0 if owners else None
@@ -91,10 +97,9 @@ def ensure_layout(cfg, owners: Owners | None) -> list[str]:
     mg = owners.gid if owners else None
     _fix(q, 0o755, root_uid, 0 if owners else None, changes)
     _fix(os.path.join(q, "pid"), 0o755, root_uid, 0 if owners else None, changes)
-    _fix(os.path.join(q, "public"), 0o710, mo, owners.setgid_gid if owners else None, changes)
+    _fix(os.path.join(q, "public"), 0o711, mo, mg, changes)
     _fix(os.path.join(q, "private"), 0o700, mo, mg, changes)
     for name in QUEUE_NAMES:
-        gid = owners.setgid_gid if owners and name == "maildrop" else mg
-        _fix(os.path.join(q, name), _DIR_MODES.get(name, 0o700), mo, gid, changes)
+        _fix(os.path.join(q, name), DIR_MODES.get(name, 0o700), mo, mg, changes)
     _fix(cfg.data_directory, 0o700, mo, mg, changes)
     return changes

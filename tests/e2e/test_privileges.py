@@ -79,7 +79,8 @@ def test_root_daemons_run_as_mail_owner_and_chroot_jails(tmp_path, whoami):
         uid, *_ = ask(privileged, str(secret))
         assert uid == "0"          # unpriv "n": stays root (local, pipe, virtual)
         assert os.stat(inst.queue_dir / "incoming").st_uid == owner.pw_uid
-        assert oct(os.stat(inst.queue_dir / "maildrop").st_mode & 0o7777) == "0o1730"
+        # maildrop is 3733, not Postfix's 1730 group postdrop: see postdrop(1)
+        assert oct(os.stat(inst.queue_dir / "maildrop").st_mode & 0o7777) == "0o3733"
 
 
 def test_missing_mail_owner_is_a_clear_error(tmp_path, whoami):

@@ -1,0 +1,332 @@
+"""pickup - take locally submitted mail from maildrop/ to cleanup.
+
+    pickup [generic daemon options]      (run by master: pickup(8))
+
+Woken through its master.cf endpoint (public/pickup, fifo or unix) by
+sendmail/postdrop and by master's wakeup timer (60 seconds in the shipped
+master.cf), pickup takes every complete file in maildrop/, oldest first,
+streams it record by record to cleanup, and removes it only after cleanup
+has answered with a queue ID (fsynced and renamed): a kill -9 at any moment
+loses nothing; at worst a message is queued twice.
+
+SECURITY
+    Moderately sensitive: reads files written by any local user.  It runs
+    chrooted as mail_owner where master.cf says so, writes no files, and
+    trusts nothing in a file: the submitting user is the file's owner
+    (st_uid, set by the kernel), logged as "uid=N from=<sender>" and put in
+    the Received: header it adds, as Postfix's pickup does.  It opens with
+    O_NOFOLLOW|O_NONBLOCK and refuses anything but a regular file with one
+    link; attributes other than the few sendmail writes are dropped with a
+    warning, so a user cannot pose as a network client.  postdrop(1)
+    describes the maildrop folder and file modes that make this safe.
+
+DIAGNOSTICS
+    A file that cannot be parsed is removed with a warning naming the uid,
+    as Postfix's pickup does (pickup cannot bounce: it has no trustworthy
+    sender); a file still being written (mode 0600) is left alone.
+
+PARAMETERS
+    content_filter, receive_override_options, line_length_limit,
+    myhostname, mail_name, ipc_timeout, cleanup_service_name (postconf(5))
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+
+from pfy import log
+from pfy.cli.postdrop import MAILDROP_READY, is_maildrop_name
+from pfy.ipc.cleanup_client import CleanupClient, CleanupRejected
+from pfy.queue.record import (
+    REC_ATTR, REC_CONT, REC_DSN_ENVID, REC_DSN_NOTIFY, REC_DSN_RET, REC_END,
+    REC_FILT, REC_FROM, REC_FULL, REC_MESG, REC_NORM, REC_RCPT, REC_TIME,
+    REC_VERP, REC_XTRA, RecordError, RecordReader,
+)
+from pfy.server import trigger
+
+__all__ = ["Outcome", "scan_maildrop", "pickup_file", "copy_file", "main",
+           "cleanup_flags"]
+
+# Postfix cleanup_user.h flag bits (the same as pfy's cleanup core).
+FLAG_BOUNCE = 1 << 0
+FLAG_FILTER = 1 << 1
+FLAG_BCC_OK = 1 << 4
+FLAG_MAP_OK = 1 << 5
+FLAG_MASK_EXTERNAL = FLAG_FILTER | FLAG_BCC_OK | FLAG_MAP_OK
+
+# Attributes a maildrop file may carry (what sendmail writes); the DSN ones
+# become their own record types, as Postfix's rec_attr_map() does.
+_ATTR_RECORDS = {"envelope_id": REC_DSN_ENVID, "ret_flags": REC_DSN_RET,
+                 "notify_flags": REC_DSN_NOTIFY}
+_ATTR_VALUES = {"rewrite_context": ("local", "remote"),
+                "encoding": ("7bit", "8bit")}
+# Record types allowed in each segment (Postfix pickup.c copy_segment with
+# REC_TYPE_ENVELOPE, REC_TYPE_CONTENT, REC_TYPE_EXTRACT).
+_ENVELOPE = frozenset((REC_TIME, REC_FULL, REC_FROM, REC_ATTR, REC_RCPT, REC_VERP, REC_MESG))
+_CONTENT = frozenset((REC_NORM, REC_CONT, REC_XTRA))
+_EXTRACT = frozenset((REC_ATTR, REC_RCPT, REC_END))
+# pickup.c: warn about files dated more than 2 hours ahead (clock trouble)
+# or older than a day.
+_FUTURE_SLACK = 2 * 3600
+_DAY = 86400
+
+
+class Outcome:
+    REMOVE = "remove"       # handed to cleanup, or garbage: delete the file
+    KEEP = "keep"           # not ready, or try again later
+
+
+class Malformed(Exception):
+    """A maildrop file that is not what sendmail writes."""
+
+
+def cleanup_flags(receive_override_options) -> int:
+    """FLAG_BOUNCE | FLAG_MASK_EXTERNAL, less what receive_override_options
+    turns off (Postfix input_transp.c)."""
+    flags = FLAG_BOUNCE | FLAG_MASK_EXTERNAL
+    opts = set(receive_override_options or ())
+    if "no_address_mappings" in opts:
+        flags &= ~FLAG_MAP_OK
+    if "no_header_body_checks" in opts:
+        flags &= ~FLAG_FILTER
+    return flags
+
+
+def mail_date(when: float) -> str:
+    """Postfix's mail_date(): RFC 5322 3.3 date, local time, zone name."""
+    tm = time.localtime(when)
+    off = tm.tm_gmtoff
+    sign = "-" if off < 0 else "+"
+    off = abs(off) // 60
+    return (time.strftime("%a, %d %b %Y %H:%M:%S ", tm)
+            + f"{sign}{off // 60:02d}{off % 60:02d} ({tm.tm_zone})")
+
+
+def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
+              settings: dict, warn) -> str:
+    """Stream one maildrop file to cleanup; returns the sender.
+
+    Raises Malformed for a file that is not a maildrop file.  The uid is
+    st.st_uid, never anything the file says.
+    """
+    uid = st.st_uid
+    reader = RecordReader(fd, max_record=settings["line_length_limit"])
+    send = client.record
+    if settings["content_filter"]:
+        send(REC_FILT, settings["content_filter"].encode())
+
+    def records(allowed):
+        try:
+            for _, rtype, data in reader:
+                if rtype not in allowed:
+                    raise Malformed(f"uid={uid}: unexpected or malformed record type {rtype}")
+                yield rtype, data
+        except RecordError as err:
+            raise Malformed(f"uid={uid}: malformed record: {err}") from None
+        raise Malformed(f"uid={uid}: file ends before its end record")
+
+    def attr(data: bytes, where: str) -> None:
+        name, eq, value = data.decode("utf-8", "surrogateescape").partition("=")
+        if not eq:
+            raise Malformed(f"uid={uid}: malformed attribute record")
+        if name in _ATTR_RECORDS:
+            if not value.isdigit() and name != "envelope_id":
+                raise Malformed(f"uid={uid}: bad {name} value")
+            send(_ATTR_RECORDS[name], value.encode("utf-8", "surrogateescape"))
+        elif name in _ATTR_VALUES and value in _ATTR_VALUES[name] \
+                or name == "trace_flags" and value.isdigit():
+            send(REC_ATTR, data)
+        else:
+            # A user may not set log_client_address and friends.
+            warn(f"{queue_id}: uid={uid}: ignoring attribute record: {name[:100]}")
+
+    sender = None
+    time_seen = False
+    for rtype, data in records(_ENVELOPE):
+        if rtype == REC_MESG:
+            break
+        if rtype == REC_TIME:
+            time_seen = True
+        elif rtype == REC_FROM:
+            if sender is None:
+                sender = data.decode("utf-8", "surrogateescape")
+            if not time_seen:
+                send(REC_TIME, b"%d" % int(st.st_mtime))
+                time_seen = True
+        if rtype == REC_ATTR:
+            attr(data, "envelope")
+        else:
+            send(rtype, data)
+    if sender is None:
+        raise Malformed(f"uid={uid}: no envelope sender")
+    log.log_pickup(queue_id, uid, sender)
+
+    # Trace the local submission without revealing the login name (pickup.c).
+    send(REC_MESG, b"")
+    send(REC_NORM, b"Received: by %s (%s, from userid %d)" % (
+        settings["myhostname"].encode(), settings["mail_name"].encode(), uid))
+    send(REC_NORM, b"\tid %s; %s" % (queue_id.encode(), mail_date(st.st_mtime).encode()))
+    first = True
+    for rtype, data in records(_CONTENT):
+        if rtype == REC_XTRA:
+            break
+        # Content that starts with white space would continue our Received:
+        # header; an empty line first keeps it apart (pickup.c's "kluge").
+        if first and data[:1] in (b" ", b"\t"):
+            send(REC_NORM, b"")
+        first = False
+        send(rtype, data)
+    send(REC_XTRA, b"")
+    for rtype, data in records(_EXTRACT):
+        if rtype == REC_END:
+            break
+        if rtype == REC_ATTR:
+            attr(data, "extracted")
+        else:
+            send(rtype, data)
+    send(REC_END, b"")
+    return sender
+
+
+def pickup_file(path: str, settings: dict, cleanup_path: str, flags: int,
+                warn=log.warning, connect=CleanupClient.open) -> str:
+    """Hand one maildrop file to cleanup; returns Outcome.REMOVE or KEEP."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return Outcome.KEEP                 # its owner removed it meanwhile
+        if err.errno == errno.ELOOP:
+            warn(f"{path}: removed symbolic link")
+            return Outcome.REMOVE
+        warn(f"open input file {path}: {err.strerror}")
+        if err.errno == errno.EACCES:
+            # Not readable through the group: maildrop/ lacks its setgid
+            # bit, or the owner changed the group.  Keep: never lose mail
+            # for a fixable permission problem (postfix set-permissions).
+            warn(f"maildrop must be mode 3733 with mail_owner's group "
+                 f"(see postdrop(1)); keeping {path}")
+            return Outcome.KEEP
+        return Outcome.REMOVE
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            warn(f"{path}: uid={st.st_uid}: removed non-regular file")
+            return Outcome.REMOVE
+        if st.st_nlink != 1:
+            # A hard link could replay someone else's file under our eyes.
+            warn(f"{path}: uid={st.st_uid}: file has {st.st_nlink} links; removed")
+            return Outcome.REMOVE
+        if stat.S_IMODE(st.st_mode) != MAILDROP_READY:
+            return Outcome.KEEP                 # still being written
+        now = time.time()
+        if st.st_mtime > now + _FUTURE_SLACK:
+            warn(f"{path}: message dated {int(st.st_mtime - now)} seconds into the future")
+        elif st.st_mtime < now - _DAY:
+            warn(f"{path}: message has been queued for {int((now - st.st_mtime) // _DAY)} days")
+        try:
+            client = connect(cleanup_path, flags, timeout=settings["ipc_timeout"])
+        except (OSError, EOFError) as err:
+            warn(f"connect to {cleanup_path}: {getattr(err, 'strerror', None) or err}")
+            raise _CleanupDown() from None
+        with client:
+            try:
+                copy_file(fd, st, client, client.queue_id, settings, warn)
+            except Malformed as err:
+                warn(f"{client.queue_id}: {err}")
+                return Outcome.REMOVE
+            try:
+                client.finish_records()
+            except CleanupRejected as err:
+                if err.permanent:
+                    # cleanup has bounced it to the sender (FLAG_BOUNCE).
+                    return Outcome.REMOVE
+                warn(f"{path}: {err.reason or 'cleanup: temporary failure'}")
+                return Outcome.KEEP
+            except (OSError, EOFError) as err:
+                warn(f"{path}: cleanup: {err}")
+                return Outcome.KEEP
+        return Outcome.REMOVE
+    finally:
+        os.close(fd)
+
+
+class _CleanupDown(Exception):
+    """cleanup cannot be reached: stop this scan, retry on the next wakeup."""
+
+
+def ready_files(maildrop: str) -> list[tuple[float, str]]:
+    """Candidate files, oldest first: our names, regular, mode ready.
+    Other entries are dealt with in pickup_file (warned about, removed)."""
+    found = []
+    try:
+        with os.scandir(maildrop) as it:
+            for de in it:
+                if not is_maildrop_name(de.name):
+                    continue
+                try:
+                    st = de.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != MAILDROP_READY:
+                    continue
+                found.append((st.st_mtime, de.path))
+    except FileNotFoundError:
+        return []
+    found.sort()
+    return found
+
+
+def scan_maildrop(ctx, request: bytes) -> None:
+    """Feed every complete maildrop file to cleanup, oldest first; scan
+    again while files are being removed (pickup.c pickup_service)."""
+    settings = ctx.data["settings"]
+    while True:
+        removed = 0
+        for _, path in ready_files("maildrop"):
+            try:
+                outcome = pickup_file(path, settings, settings["cleanup_path"],
+                                      settings["flags"])
+            except _CleanupDown:
+                return
+            if outcome == Outcome.REMOVE:
+                try:
+                    os.unlink(path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    log.warning(f"remove {path}: {err.strerror}")
+        if not removed:
+            return
+
+
+def _settings(cfg) -> dict:
+    return {
+        "line_length_limit": max(int(cfg.line_length_limit), 256),
+        "content_filter": cfg.content_filter,
+        "myhostname": cfg.myhostname,
+        "mail_name": cfg.mail_name,
+        "ipc_timeout": float(cfg.ipc_timeout),
+        "cleanup_path": os.path.join("public", cfg.cleanup_service_name),
+        "flags": cleanup_flags(cfg.receive_override_options),
+    }
+
+
+def _post_jail(ctx) -> None:
+    ctx.data["settings"] = _settings(ctx.cfg)
+    # Mail that waited in maildrop/ while the system was down goes at once,
+    # not at master's first timer wakeup (up to 60 s later).  The serve loop
+    # does not exist yet, so this first scan runs here.
+    scan_maildrop(ctx, b"W")
+
+
+def main() -> None:
+    trigger.serve(scan_maildrop, solitary=True, post_jail=_post_jail, program="pickup")
+
+
+if __name__ == "__main__":
+    main()
