@@ -16,7 +16,8 @@ from pfy.config._maincf import MainCfError, parse_main_cf
 
 __all__ = ["Config", "ConfigError", "UndeclaredParameter", "load_config",
            "config_directory", "DEFAULT_CONFIG_DIRECTORY", "split_list",
-           "param_info", "time_value"]
+           "param_info", "time_value", "feedback_value", "shipped_master_cf",
+           "shipped_main_cf"]
 
 DEFAULT_CONFIG_DIRECTORY = "/etc/pfy"
 
@@ -64,6 +65,28 @@ def _service_param(name: str) -> "_params.Param | None":
                                  f"The {name[:-len(suffix) - 1]}-specific version of {default[1:]}.",
                                  base.unit)
     return None
+
+
+def feedback_value(text: str) -> tuple[float, bool] | None:
+    """qmgr_feedback.c syntax: "N", "N/M" or "N/concurrency" ->
+    (amount, per_concurrency), or None when malformed or outside 0..1
+    (where Postfix warns and uses 1, pfy refuses the configuration)."""
+    num, slash, den = text.strip().partition("/")
+    try:
+        amount = float(num.strip())
+        if slash:
+            den = den.strip()
+            if den == "concurrency":
+                return (amount, True) if 0 <= amount <= 1 else None
+            divisor = float(den)
+            if not 1 / 2147483647 <= divisor <= 2147483647 or amount < 0:
+                return None
+            amount /= divisor
+    except ValueError:
+        return None
+    if amount != amount or not 0 <= amount <= 1:      # NaN too
+        return None
+    return amount, False
 
 
 # conv_time.c: the units a time value may carry.
@@ -169,7 +192,18 @@ class Config:
     def _convert(self, p, text: str):
         t = p.type
         if t == _params.STR:
+            if p.choices:
+                word = text.strip().lower()
+                if word not in p.choices:
+                    raise ConfigError(f"{self._where_is(p.name)}: parameter {p.name}: "
+                                      f"bad value \"{text}\" (want one of {', '.join(p.choices)})")
+                return word
             return text
+        if t == _params.FEEDBACK:
+            if feedback_value(text) is None:
+                raise ConfigError(f"{self._where_is(p.name)}: parameter {p.name}: bad feedback "
+                                  f"value \"{text}\" (want a number from 0 to 1, N/M or N/concurrency)")
+            return text.strip()
         if t == _params.BOOL:
             low = text.strip().lower()
             if low in ("yes", "no"):
@@ -255,3 +289,20 @@ def load_config(config_dir: str | None = None, overrides: dict[str, str] | None 
     if overrides:
         cfg = cfg.with_overrides(overrides)
     return cfg
+
+
+# The shipped default files live in the package (pfy/data/), so they are
+# there after a non-editable `pip install .` too; the top-level main.cf
+# and master.cf of a checkout are symlinks to them.
+_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+
+
+def shipped_master_cf() -> str:
+    """Path of the master.cf pfy ships (what `postfix` uses when a config
+    folder has only a main.cf)."""
+    return os.path.join(_DATA, "master.cf")
+
+
+def shipped_main_cf() -> str:
+    """Path of the commented main.cf pfy ships."""
+    return os.path.join(_DATA, "main.cf")

@@ -18,11 +18,16 @@ def dynamic_default(name: str, lookup) -> str:
     return _FUNCS[name](lookup)
 
 
+def gethostname() -> str:
+    """socket.gethostname() without importing socket: on Linux both read
+    uname(2)'s nodename, and postconf's start-up time counts."""
+    return os.uname().nodename
+
+
 def _myhostname(lookup) -> str:
     # mail_params.c check_myhostname(): the host name, made fully qualified
     # with $mydomain (if set in main.cf) or "localdomain".
-    import socket
-    host = socket.gethostname()
+    host = gethostname()
     if "." not in host:
         host += "." + (lookup("mydomain", set_only=True) or DEF_MYDOMAIN)
     return host

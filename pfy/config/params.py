@@ -17,31 +17,40 @@ Types (validated when a daemon reads the parameter):
     LIST   comma/space separated words, "{ ... }" groups kept whole
     MAPS   a LIST of type:name lookup tables
     RESTR  a LIST of restrictions (names, type:name tables, { ... } groups)
+    FEEDBACK  qmgr concurrency feedback: a number 0..1, "N/M", or
+           "N/concurrency" (qmgr_feedback.c); read as the text, validated
+A STR parameter may also list `choices` (case-insensitive); it is then read
+as the lower-case word, and anything else is a configuration error.
+
+Parameters that Postfix does not have are named pfy_* (the compare tests
+skip them).
 
 This module must import fast: postconf reads it on every run.
 """
 
 __all__ = ["Param", "PARAMS", "DIFFERS_FROM_POSTFIX", "DYNAMIC",
            "SERVICE_PARAM_SUFFIXES", "STR", "INT", "SIZE", "BOOL", "TIME",
-           "LIST", "MAPS", "RESTR"]
+           "LIST", "MAPS", "RESTR", "FEEDBACK"]
 
 STR, INT, SIZE, BOOL, TIME, LIST, MAPS, RESTR = (
     "string", "integer", "size", "boolean", "time", "list", "maps",
     "restrictions")
+FEEDBACK = "feedback"
 
 
 class Param:
     """One declared parameter."""
 
-    __slots__ = ("name", "type", "default", "doc", "unit")
+    __slots__ = ("name", "type", "default", "doc", "unit", "choices")
 
     def __init__(self, name: str, type: str, default: str, doc: str,
-                 unit: str | None = None) -> None:
+                 unit: str | None = None, choices: tuple[str, ...] | None = None) -> None:
         self.name = name
         self.type = type
         self.default = default
         self.doc = doc
         self.unit = unit
+        self.choices = choices
 
     def __repr__(self) -> str:
         return f"Param({self.name!r}, {self.type}, {self.default!r})"
@@ -51,8 +60,8 @@ PARAMS: dict[str, Param] = {}
 
 
 def _p(name: str, type: str, default: str, doc: str,
-       unit: str | None = None) -> None:
-    PARAMS[name] = Param(name, type, default, doc, unit)
+       unit: str | None = None, choices: tuple[str, ...] | None = None) -> None:
+    PARAMS[name] = Param(name, type, default, doc, unit, choices)
 
 
 _p('2bounce_notice_recipient', STR, 'postmaster', 'The recipient of undeliverable mail that cannot be returned to the sender.')
@@ -141,8 +150,8 @@ _p('default_delivery_slot_loan', INT, '3', 'The default value for transport-spec
 _p('default_delivery_status_filter', STR, '', 'Optional filter to replace the delivery status code or explanatory text of successful or unsuccessful deliveries.')
 _p('default_destination_concurrency_failed_cohort_limit', INT, '1', 'How many pseudo-cohorts must suffer connection or handshake failure before a specific destination is considered unavailable (and further delivery is suspended).')
 _p('default_destination_concurrency_limit', INT, '20', 'The default maximal number of parallel deliveries to the same destination.')
-_p('default_destination_concurrency_negative_feedback', INT, '1', 'The per-destination amount of delivery concurrency negative feedback, after a delivery completes with a connection or handshake failure.')
-_p('default_destination_concurrency_positive_feedback', INT, '1', 'The per-destination amount of delivery concurrency positive feedback, after a delivery completes without connection or handshake failure.')
+_p('default_destination_concurrency_negative_feedback', FEEDBACK, '1', 'The per-destination amount of delivery concurrency negative feedback, after a delivery completes with a connection or handshake failure. Postfix syntax: a number from 0 to 1, N/M, or N/concurrency.')
+_p('default_destination_concurrency_positive_feedback', FEEDBACK, '1', 'The per-destination amount of delivery concurrency positive feedback, after a delivery completes without connection or handshake failure. Postfix syntax: a number from 0 to 1, N/M, or N/concurrency.')
 _p('default_destination_rate_delay', TIME, '0s', 'The default amount of delay that is inserted between individual message deliveries to the same destination and over the same message delivery transport.', 's')
 _p('default_destination_recipient_limit', INT, '50', 'The default maximal number of recipients per message delivery.')
 _p('default_extra_recipient_limit', INT, '1000', 'The default value for the extra per-transport limit imposed on the number of in-memory recipients.')
@@ -417,6 +426,7 @@ _p('owner_request_special', BOOL, 'yes', 'Enable special treatment for owner-lis
 _p('parent_domain_matches_subdomains', STR, 'debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains,smtpd_access_maps', 'A list of Postfix features where the pattern "example.com" also matches subdomains of example.com, instead of requiring an explicit ".example.com" pattern.')
 _p('permit_mx_backup_networks', LIST, '', 'Restrict the use of the permit_mx_backup SMTP access feature to only domains whose primary MX hosts match the listed networks.')
 _p('pickup_service_name', STR, 'pickup', 'The name of the pickup(8) service.')
+_p('pfy_sasl_user_table', STR, '$config_directory/sasl_users', 'pfy only: the user table (scrypt password hashes, built with postmap) that smtpd_sasl_type = pfy authenticates against.')
 _p('pipe_delivery_status_filter', STR, '$default_delivery_status_filter', 'Optional filter for the pipe(8) delivery agent to change the delivery status code or explanatory text of successful or unsuccessful deliveries.')
 _p('plaintext_reject_code', INT, '450', 'The numerical Postfix SMTP server response code when a request is rejected by the reject_plaintext_session restriction.')
 _p('postlog_service_name', STR, 'postlog', 'The name of the postlogd(8) service entry in master.cf.')
@@ -667,7 +677,7 @@ _p('smtpd_enforce_tls', BOOL, 'no', 'Mandatory TLS:')
 _p('smtpd_error_sleep_time', TIME, '1s', 'With Postfix version 2.1 and later:', 's')
 _p('smtpd_etrn_restrictions', RESTR, '', 'Optional restrictions that the Postfix SMTP server applies in the context of a client ETRN command.')
 _p('smtpd_expansion_filter', STR, '\\t\\40!"#$%&\'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\\\]^_`abcdefghijklmnopqrstuvwxyz{|}~', 'What characters are allowed in $name expansions of RBL reply templates.')
-_p('smtpd_forbid_bare_newline', STR, 'yes', 'Reject or restrict input lines from an SMTP client that end in <LF> instead of the standard <CR><LF>.')
+_p('smtpd_forbid_bare_newline', STR, 'normalize', 'Reject or restrict input lines from an SMTP client that end in <LF> instead of the standard <CR><LF>: normalize (yes is an alias) accepts a bare <LF> as end of line in commands and message content, reject also replies with smtpd_forbid_bare_newline_reject_code, no allows it (Postfix 3.9 semantics).', choices=('normalize', 'yes', 'reject', 'no'))
 _p('smtpd_forbid_bare_newline_exclusions', LIST, '$mynetworks', 'Exclude the specified clients from smtpd_forbid_bare_newline enforcement.')
 _p('smtpd_forbid_bare_newline_reject_code', INT, '550', 'The numerical Postfix SMTP server response code when rejecting a request with "smtpd_forbid_bare_newline = reject".')
 _p('smtpd_forbid_unauth_pipelining', BOOL, 'yes', 'Disconnect remote SMTP clients that violate RFC 2920 (or 5321) command pipelining constraints.')
@@ -900,7 +910,9 @@ DIFFERS_FROM_POSTFIX: dict[str, tuple[str, str]] = {
     "sample_directory": ("/etc/postfix", "follows config_directory"),
     "default_database_type": ("hash", "DESIGN.md: LMDB is pfy's database"),
     "alias_maps": ("hash:/etc/aliases, nis:mail.aliases", "pfy has no nis: tables; Debian's main.cf sets the same"),
-    "smtpd_forbid_bare_newline": ("no", "Postfix 3.9's default (yes = normalize): no SMTP smuggling"),
+    "smtpd_forbid_bare_newline": ("no", "Postfix 3.9's values and default (normalize; yes is an "
+                                  "alias): SMTP smuggling defence on by default; Debian's "
+                                  "3.7 has only yes/no and defaults to no"),
     "smtpd_forbid_unauth_pipelining": ("no", "Postfix 3.9's default"),
     "mail_release_date": ("20240304", "pfy's release, not Postfix's"),
 }

@@ -66,8 +66,10 @@ def run(cmd, d, *args):
 
 
 def lines_without_differences(text):
+    # pfy-only parameters are named pfy_* (params.py); Postfix has none.
     return [line for line in text.splitlines()
-            if line.split(" =", 1)[0].split("/")[-1] not in SKIP]
+            if line.split(" =", 1)[0].split("/")[-1] not in SKIP
+            and not line.startswith("pfy_")]
 
 
 def stderr_set(text, d):
@@ -126,3 +128,62 @@ def test_bad_main_cf_is_one_fatal_line(both):
     assert err.strip().endswith(f"fatal: {d}/main.cf, line 2: missing '=' after attribute name: \"bad line here\"")
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert run(theirs, d, "-n")[0] == 1
+
+
+# -- master.cf editing: the same bytes as Postfix's postconf --------------
+
+MASTER_EDGES = MASTER_CF + """\
+# trailing comment
+last unix - - n - - pipe
+  # inner comment
+  flags=R argv=/bin/x
+
+nonl unix - - n - - smtp -vo x=y -oa=b"""
+
+
+@pytest.mark.parametrize("args", [
+    ["-Me", "smtp/inet=smtp inet n - y - - smtpd -o x=y"],
+    ["-Me", "new/unix=new unix - - n - - pipe flags=R user=x argv=/bin/cat ${nexthop}"],
+    ["-Me", "relay/unix=foo unix - - n - - smtp", "pickup/unix=pickup unix n - n 60 1 pickup"],
+    ["-Me", "sub/inet=sub inet n - y - - smtpd -o { smtpd_client_restrictions = permit_sasl_authenticated, reject }"],
+    ["-Me", "*/unix=z unix - - n - - smtp"],
+    ["-M", "x/unix=x unix - - n - - smtp"],          # name=value implies -e
+    ["-MX", "relay/unix", "last/unix", "nonl/unix", "nosuch/unix"],
+    ["-M#", "relay/unix", "mailman/unix", "nonl/unix"],
+    ["-Fe", "smtp/inet/chroot=n", "relay/unix/command=smtp -o x=y z"],
+    ["-Fe", "last/unix/command=pipe flags=X { a b }", "very-long-service-name-here/unix/wakeup=5?"],
+    ["-Fe", "nosuch/inet/private=y"],
+    ["-Pe", "relay/unix/syslog_name=foo", "smtp/inet/new=1", "last/unix/x=1", "nonl/unix/x=2"],
+    ["-PX", "relay/unix/syslog_name", "nonl/unix/a", "127.0.0.1:2525/inet/smtpd_banner", "smtp/inet/none"],
+    # Errors: one fatal line, file untouched.
+    ["-Fe", "smtp/inet/private=x"], ["-Fe", "relay/unix/chroot=a b"], ["-Fe", "relay/unix/*=a"],
+    ["-Fe", "smtp/inet/priv=y"], ["-Pe", "relay/unix/x=a b"], ["-Pe", "relay/unix/*=a"],
+    ["-Me", "a/unix=a unix - - n - -"], ["-Me", "a/unix=a bogus - - n - - x"], ["-Me", "a/unix"],
+    ["-M#", "smtp"], ["-MX"], ["-Me"], ["-FX", "smtp/inet/chroot"], ["-MX", "x/y=1"],
+])
+def test_same_master_edit(tmp_path, args):
+    theirs, ours = postfix_bin("postconf"), pfy_bin("postconf")
+    a = instance(tmp_path, "a", master=MASTER_EDGES)
+    b = instance(tmp_path, "b", master=MASTER_EDGES)
+    rc1, out1, err1 = run(theirs, a, *args)
+    rc2, out2, err2 = run(ours, b, *args)
+    assert rc2 == rc1, err2
+    assert (b / "master.cf").read_bytes() == (a / "master.cf").read_bytes()
+    assert out2 == out1
+    assert stderr_set(err2, b) == {line.replace(str(a), str(b)) for line in stderr_set(err1, a)}
+    assert "Traceback" not in err2
+
+
+@pytest.mark.parametrize("args", [
+    ["-M", "smtp/inet", "pickup/", "*/unix"], ["-M", "nosuch"], ["-M", "/x"],
+    ["-F", "smtp/inet/foo"], ["-FH", "smtp"], ["-Fh", "smtp/inet/command"], ["-Ff", "*/*/command"],
+    ["-P", "pickup", "relay/unix/x"], ["-Mx"], ["-l"], ["-T", "bogus"],
+    ["-Xe", "x"], ["-M", "-F"], ["-Mn"], ["-a", "-f"], ["-m", "-e"], ["-C", "bogus"], ["-C", "user", "-n"],
+])
+def test_same_listing_and_option_errors(both, args):
+    theirs, ours, d = both
+    rc1, out1, err1 = run(theirs, d, *args)
+    rc2, out2, err2 = run(ours, d, *args)
+    assert rc2 == rc1, err2
+    assert out2 == out1
+    assert stderr_set(err2, d) == stderr_set(err1, d)

@@ -102,8 +102,8 @@ def test_config_directory(monkeypatch):
 
 
 def test_myhostname_gets_mydomain(tmp_path, monkeypatch):
-    import socket
-    monkeypatch.setattr(socket, "gethostname", lambda: "box")
+    from pfy.config import _dynamic
+    monkeypatch.setattr(_dynamic, "gethostname", lambda: "box")
     cfg = load_config(write(tmp_path, "mydomain = example.net\n"))
     assert cfg.myhostname == "box.example.net"
     cfg = load_config(write(tmp_path, "myhostname = a.b.example\n"))

@@ -55,3 +55,35 @@ def test_shipped_master_cf_parses():
                  "relay/unix", "error/unix", "retry/unix", "discard/unix", "local/unix",
                  "virtual/unix", "lmtp/unix"):
         assert want in names, want
+
+
+def test_shipped_files_are_package_data():
+    """The top-level files are symlinks into pfy/data/, which a non-editable
+    `pip install .` copies (checked by hand in a venv; see INTERNALS.md)."""
+    import os
+    from pathlib import Path
+    from pfy.config import shipped_main_cf, shipped_master_cf
+    root = Path(__file__).parents[2]
+    for name, path in (("master.cf", shipped_master_cf()), ("main.cf", shipped_main_cf())):
+        assert os.path.isfile(path) and Path(path).parent.name == "data"
+        assert (root / name).resolve() == Path(path).resolve()
+
+
+def test_shipped_master_cf_matches_the_daemons():
+    from pfy.config import shipped_master_cf
+    from pfy.config.master_cf import parse_master_cf
+    entries = {e.name: e for e in parse_master_cf(shipped_master_cf())}
+    # Triggered daemons: public/qmgr and public/pickup as Postfix 3.x ships them.
+    for name in ("qmgr/unix", "pickup/unix"):
+        assert entries[name].maxproc == 1 and not entries[name].private
+    # Deliveries as the recipient need root: unprivileged "n".
+    assert not entries["local/unix"].unpriv and not entries["virtual/unix"].unpriv
+    for name in ("smtp/inet", "cleanup/unix", "rewrite/unix", "bounce/unix", "defer/unix",
+                 "trace/unix", "showq/unix", "smtp/unix", "relay/unix", "error/unix",
+                 "retry/unix", "discard/unix", "lmtp/unix", "anvil/unix"):
+        assert name in entries, name
+    # submission/submissions are commented out exactly as Postfix 3.7 ships them.
+    text = open(shipped_master_cf()).read()
+    assert "#submission inet n       -       y       -       -       smtpd\n#  -o syslog_name=postfix/submission\n" in text
+    assert "#submissions     inet  n       -       y       -       -       smtpd\n#  -o syslog_name=postfix/submissions\n#  -o smtpd_tls_wrappermode=yes\n" in text
+    assert "#mailman   unix  -       n       n       -       -       pipe\n" in text
