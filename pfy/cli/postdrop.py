@@ -19,8 +19,10 @@ what the kernel enforces for an ordinary process:
     a file      created with O_CREAT|O_EXCL|O_NOFOLLOW under a random
                 128-bit name, mode 0600 while it is written (pickup, who
                 reads through the group bits, cannot read it yet), then
-                fsynced and fchmod()ed to 0640: that mode change is the
-                "complete" mark.  Group = mail_owner's group, so pickup can
+                fsynced and fchmod()ed to 0740: that mode change is the
+                "complete" mark (owner rwx is Postfix's "ready" mark, so
+                postsuper -p never takes a waiting file for crash debris;
+                group r lets pickup read it).  Group = mail_owner's group, so pickup can
                 read it, and no other local user can (neither the mode nor
                 the group gives them anything), even one who learns the name.
     identity    pickup takes the submitting user from the file's st_uid,
@@ -56,12 +58,12 @@ queue ID: cleanup assigns the queue ID when pickup hands the file over.
 import os
 import sys
 
-__all__ = ["MAILDROP_WRITING", "MAILDROP_READY", "MaildropFile",
+__all__ = ["MAILDROP_WRITING", "MAILDROP_READY", "MaildropFile", "MaildropSession",
            "encode_record", "is_maildrop_name", "wake_pickup", "main"]
 
 # The modes of a maildrop file (see the module docstring).
 MAILDROP_WRITING = 0o600
-MAILDROP_READY = 0o640
+MAILDROP_READY = 0o740
 _NAME_LEN = 26                      # ceil(128 random bits / 5) base32 digits
 _B32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _B32 = frozenset(_B32_ALPHABET)
@@ -210,6 +212,117 @@ def wake_pickup(queue_directory: str, service: str = "pickup") -> str | None:
     finally:
         os.close(fd)
     return None
+
+
+# -- smtpd -S (sendmail -bs) -------------------------------------------------
+
+class MaildropSession:
+    """A maildrop file behind the interface smtpd has for a cleanup session
+    (pfy/daemons/smtpd/_cleanup.py CleanupSession), for smtpd's stand-alone
+    mode (smtpd -S, behind sendmail -bs).
+
+    Postfix's smtpd -S runs as the user and hands each message to postdrop,
+    never to cleanup: the message then enters the queue exactly like a
+    sendmail submission, through pickup, stamped with the kernel's idea of
+    who the user is ("uid=N", "Received: ... from userid N").  This class
+    is that path for pfy: the records are written as sendmail writes them,
+    and what a user may not set is left out here rather than warned about
+    by pickup (the client attributes smtpd knows in stand-alone mode say
+    "localhost[127.0.0.1]", which would be a lie in the log).
+
+    queue_id is the maildrop file's name (pickup logs the real queue ID);
+    finish() answers like cleanup (a CleanupStatus) only after the file is
+    fsynced and marked complete; close() without finish() removes it.
+    """
+
+    # Attributes a maildrop file may carry: what pickup(8) accepts from
+    # any user (the DSN ones it turns into their own records).
+    _ATTRS = frozenset(("rewrite_context", "encoding", "trace_flags"))
+
+    def __init__(self, queue_directory: str = ".", pickup_service: str = "pickup"):
+        self.queue_directory = queue_directory
+        self.pickup_service = pickup_service
+        self.file = MaildropFile(os.path.join(queue_directory, "maildrop"))
+        self.queue_id = self.file.name
+        self.content = False
+        self.extracted = False
+        self.failed = False
+
+    @classmethod
+    async def open(cls, queue_directory: str = ".", pickup_service: str = "pickup",
+                   **_ignored) -> "MaildropSession":
+        """Raises OSError when maildrop/ cannot take a file."""
+        return cls(queue_directory, pickup_service)
+
+    def record(self, rtype: int, data: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            self.file.record(rtype, data)
+        except OSError:
+            self.failed = True      # reported by finish(): 451 4.3.0
+
+    def start(self, sender: str, attrs: dict, arrival=None, dsn_ret: int = 0,
+              dsn_envid: str = "") -> None:
+        # The arrival time is the file's own T record (MaildropFile).
+        if dsn_envid:
+            self.record(65, b"envelope_id=" + dsn_envid.encode("utf-8", "surrogateescape"))
+        if dsn_ret:
+            self.record(65, b"ret_flags=%d" % dsn_ret)
+        rewrite = attrs.get("rewrite_context", "local")
+        self.record(65, b"rewrite_context=" + rewrite.encode())
+        self.record(83, sender.encode("utf-8", "surrogateescape"))        # S
+        for name, value in attrs.items():
+            if name in self._ATTRS and name != "rewrite_context":
+                self.attr(name, value)
+
+    def recipient(self, addr: str, orig_rcpt: str = "", dsn_orcpt: str = "",
+                  dsn_notify: int = 0) -> None:
+        if dsn_orcpt:
+            self.record(65, b"dsn_orig_rcpt=" + dsn_orcpt.encode("utf-8", "surrogateescape"))
+        if dsn_notify:
+            self.record(65, b"notify_flags=%d" % dsn_notify)
+        self.record(82, addr.encode("utf-8", "surrogateescape"))          # R
+
+    def attr(self, name: str, value: str) -> None:
+        if name in self._ATTRS:
+            self.record(65, f"{name}={value}".encode("utf-8", "surrogateescape"))
+
+    def begin_content(self) -> None:
+        if not self.content:
+            self.record(77, b"")                                           # M
+            self.content = True
+
+    def line(self, data: bytes, partial: bool = False) -> None:
+        self.begin_content()
+        self.record(76 if partial else 78, data)                           # L / N
+
+    async def drain(self) -> None:
+        """Nothing to wait for: the file is written as records come."""
+
+    async def finish(self, extracted=()):
+        """X, E, fsync, ready mark, wake pickup; then "queued".  The
+        extracted records smtpd passes (FILTER, REDIRECT, HOLD flags from
+        access tables) are not checked in stand-alone mode and a user may
+        not set them: they are left out, as postdrop leaves them out."""
+        from pfy.ipc.cleanup_client import CleanupStatus
+        self.begin_content()
+        self.record(88, b"")                                               # X
+        self.record(69, b"")                                               # E
+        try:
+            if self.failed:
+                raise OSError("write failed")
+            self.file.commit()
+        except OSError:
+            self.close()
+            # cleanup_user.h CLEANUP_STAT_WRITE, cleanup's own answer to it.
+            return CleanupStatus(1 << 1, self.queue_id, 451,
+                                 "4.3.0 Error: queue file write error")
+        wake_pickup(self.queue_directory, self.pickup_service)
+        return CleanupStatus(0, self.queue_id, 250, "")
+
+    def close(self) -> None:
+        self.file.abort()
 
 
 # -- the postdrop command ----------------------------------------------------

@@ -27,11 +27,10 @@ RUNNING QMGR
     progress, as in Postfix.  By-ID operations are refused after -s had to
     rename files, since an ID might then name another message.
 
-Requeue (-r) writes the message anew into maildrop/ in the format
-sendmail's postdrop uses (pending recipients, content, DSN flags), then
-removes the old file: pfy's pickup accepts only that format.  XXX Postfix
-renames the queue file itself into maildrop/; do that once pickup reads
-mail_owner's queue files as Postfix's does.
+Requeue (-r) renames the queue file into maildrop/, as Postfix's does;
+pickup(8) trusts the whole record set of a file owned by mail_owner or
+root, so recipients already delivered stay done and original recipients
+and client attributes are kept.
 """
 
 from __future__ import annotations
@@ -232,47 +231,12 @@ class Super:
         return 0
 
     def _requeue(self, path: str, queue_id: str) -> bool:
-        """Rewrite a queue file as a maildrop file, then remove it.  Like
-        Postfix, defer and bounce logs stay: qmgr may be about to use them."""
-        from pfy.cli.postdrop import MAILDROP_READY
-        from pfy.queue import CorruptQueueFile, QueueFileReader
-        try:
-            reader = QueueFileReader(path, queue_id=queue_id)
-        except FileNotFoundError:
-            return False
-        with reader:
-            try:
-                env = reader.read_envelope()
-            except CorruptQueueFile as err:
-                self.warn(f"{queue_id}: cannot requeue: {err}")
-                return False
-            with self.q.create("maildrop") as w:
-                w.time(env.arrival_time)
-                if env.full_name:
-                    w.full_name(env.full_name)
-                w.sender(env.sender)
-                if "rewrite_context" in env.attrs:
-                    w.attr("rewrite_context", env.attrs["rewrite_context"])
-                if env.dsn_ret:
-                    w.attr("ret_flags", str(env.dsn_ret))
-                if env.dsn_envid:
-                    w.attr("envelope_id", env.dsn_envid)
-                for rcpt in env.pending:
-                    if rcpt.dsn_notify:
-                        w.attr("notify_flags", str(rcpt.dsn_notify))
-                    w.recipient(rcpt.address)
-                w.begin_content()
-                for rtype, data in reader.content_records():
-                    w.content_record(rtype, data)
-                w.end_content()
-                w.commit()
-                new_path = w.path
-        # Mode last: pickup takes only files in postdrop's ready mode.
-        os.chmod(new_path, MAILDROP_READY)
-        now = self.now()
-        os.utime(new_path, (now, now))
-        self._remove(path)
-        return True
+        """Rename the queue file into maildrop/ as it is (postsuper.c):
+        pickup reads a file owned by mail_owner or root as a whole queue
+        file, keeping original recipients, client attributes and done
+        marks, and cleanup makes a new queue file of it.  Like Postfix,
+        defer and bounce logs stay: qmgr may be about to use them."""
+        return self._rename(path, self.q.path("maildrop", queue_id))
 
     def operate(self, names, op, queues, stdin=None) -> int:
         count = 0

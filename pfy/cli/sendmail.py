@@ -513,6 +513,10 @@ def enqueue(o: Options, settings: dict, stdin, say) -> int:
     """Write one maildrop file from stdin; returns the exit status."""
     from pfy.cli.postdrop import MaildropFile, wake_pickup
     uid = os.getuid()
+    # sendmail.c enqueue(): the friendly early refusal comes first.
+    status = _check_submit(settings, uid, say)
+    if status:
+        return status
     login, gecos = _login_and_gecos(uid)
     if o.sender is not None:
         addrs = parse_addresses(o.sender)
@@ -525,9 +529,6 @@ def enqueue(o: Options, settings: dict, stdin, say) -> int:
     else:
         sender = login
     who = f"{sender}({uid})"
-    if not _submit_allowed(settings, login):
-        say("fatal", f"User {login or uid}({uid}) is not allowed to submit mail")
-        return EX_NOPERM
     fix = settings["sendmail_fix_line_endings"]
     if fix not in ("always", "strict", "never"):
         say("fatal", f"invalid sendmail_fix_line_endings value: {fix}")
@@ -570,14 +571,33 @@ def enqueue(o: Options, settings: dict, stdin, say) -> int:
     return EX_OK
 
 
-def _submit_allowed(settings: dict, login: str | None) -> bool:
-    """authorized_submit_users; the default (static:anyone) costs nothing.
-    This is the friendly early answer; pickup enforces it (by st_uid)."""
-    acl = settings["authorized_submit_users"].strip()
-    if acl == "static:anyone":
-        return True
-    from pfy.tables.search import check_user_acl    # may not exist yet
-    return check_user_acl(acl, login)
+def _submit_allowed(settings: dict, uid: int) -> str | None:
+    """authorized_submit_users (Postfix check_user_acl_byuid()): None when
+    uid may submit, else its name for the refusal.  The default
+    (static:...) costs no import; pickup enforces the same list by the
+    file owner, since maildrop/ is writable without this command."""
+    acl = settings["authorized_submit_users"]
+    if acl.lstrip().startswith("static:"):
+        return None
+    from pfy.cli._acl import check_user_acl_byuid
+    from pfy.config import load_config
+    from pfy.tables import open_table
+    cfg = load_config(settings["config_directory"])
+    return check_user_acl_byuid(cfg.authorized_submit_users, uid,
+                                lambda spec: open_table(spec, cfg))
+
+
+def _check_submit(settings: dict, uid: int, say) -> int:
+    """EX_OK, or Postfix's refusal (EX_NOPERM) after saying why."""
+    try:
+        refused = _submit_allowed(settings, uid)
+    except Exception as err:            # TableError, TableTempFail, ConfigError
+        say("fatal", f"authorized_submit_users: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        return EX_TEMPFAIL if type(err).__name__ == "TableTempFail" else EX_CONFIG
+    if refused is not None:
+        say("fatal", f"User {refused}({uid}) is not allowed to submit mail")
+        return EX_NOPERM
+    return EX_OK
 
 
 def _write_message(o, settings, stdin, out, sender, full_name, who, say) -> int:
@@ -698,29 +718,60 @@ def _run_command(name: str, args: list[str], config_dir: str, say) -> int:
     return EX_SOFTWARE      # not reached
 
 
-def _flush_queue(settings: dict, o: Options, say) -> int:
-    """sendmail -q: Postfix runs "postqueue -f"; without that command we ask
-    qmgr directly (flush dead destinations, scan all queues), which is what
-    postqueue -f comes down to."""
-    here = os.path.dirname(os.path.abspath(sys.argv[0]))
-    if os.access(os.path.join(here, "postqueue"), os.X_OK):
-        return _run_command("postqueue", ["-f"], settings["config_directory"], say)
-    import errno
-    path = os.path.join(settings["queue_directory"], "public", "qmgr")
+def _postqueue(settings: dict, action: str, arg: str | None, say) -> int:
+    """sendmail -q, -qRsite, -qIqueue_id: Postfix execs "postqueue -f/-s/-i";
+    pfy runs the same code in-process, with the same checks
+    (authorized_flush_users, "mail system is down") and messages."""
+    from pfy.cli import postqueue
+    from pfy.config import load_config
+    cfg = load_config(settings["config_directory"])
+    func = {"-f": postqueue.flush_queue, "-s": postqueue.flush_site,
+            "-i": postqueue.flush_file}[action]
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        if err.errno not in (errno.ENXIO, errno.ENOENT):
-            raise
-        say("fatal", "Cannot flush mail queue - mail system is down")
+        return func(cfg) if arg is None else func(cfg, arg)
+    except postqueue._Fatal as err:
+        say("fatal", str(err))
+        return err.status
+
+
+def _list_queue(settings: dict, o: Options, prog: str) -> int:
+    """sendmail -bp / mailq: postqueue -p's listing (authorized_mailq_users
+    is checked there, as postqueue(1) does for Postfix's sendmail)."""
+    from pfy.cli import _common
+    from pfy.cli.mailq import list_queue
+    _common.set_program_name(prog)
+    sys.stdout.flush()
+    return list_queue(settings["config_directory"], o.verbose)
+
+
+def _stand_alone(settings: dict, o: Options, say) -> int:
+    """sendmail -bs: SMTP on stdin/stdout, by smtpd(8) in stand-alone mode
+    ("smtpd -S"), exec'ed as the user who ran sendmail: no privilege is
+    gained, and smtpd -S hands each message to the maildrop queue as this
+    user (postdrop(1)), so pickup stamps it with the real uid exactly as
+    for sendmail's own submissions.  sendmail.c checks
+    authorized_submit_users here too, before the exec.
+    XXX smtpd -S still connects to public/cleanup; it must use
+    pfy.cli.postdrop.MaildropSession in stand-alone mode (smtpd's owner)."""
+    status = _check_submit(settings, os.getuid(), say)
+    if status:
+        return status
+    from pfy.config import load_config
+    from pfy.server.paths import daemon_argv
+    cfg = load_config(settings["config_directory"])
+    path = os.path.join(cfg.daemon_directory, "smtpd")
+    exe, argv = daemon_argv(path)
+    if not os.access(exe, os.X_OK) or not os.path.isfile(path):
+        say("fatal", f"unable to execute {path}: No such file or directory")
         return EX_UNAVAILABLE
+    os.environ["MAIL_CONFIG"] = cfg.config_directory
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        os.write(fd, b"FA")             # QMGR_REQ_FLUSH_DEAD, QMGR_REQ_SCAN_ALL
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
-    return EX_OK
+        os.execv(exe, [*argv, "-S", *(["-v"] * o.verbose)])
+    except OSError as err:
+        say("fatal", f"execvp {path}: {err.strerror}")
+    return EX_UNAVAILABLE
 
 
 def _newaliases(settings: dict, o: Options, say) -> int:
@@ -769,7 +820,7 @@ def run(argv: list[str], prog: str, stdin, say) -> int:
                 return EX_USAGE
             flag, value = (("-s", o.site_to_flush) if o.site_to_flush
                            else ("-i", o.id_to_flush))
-            return _run_command("postqueue", [flag, value], settings["config_directory"], say)
+            return _postqueue(settings, flag, value, say)
         return enqueue(o, settings, stdin, say)
     needs_none = {"mailq": "display queue mode requires no recipient",
                   "flushq": "flush queue mode requires no recipient",
@@ -782,16 +833,14 @@ def run(argv: list[str], prog: str, stdin, say) -> int:
     if mode == "ignore":
         return EX_OK
     if mode == "mailq":
-        return _run_command("postqueue", ["-p"], settings["config_directory"], say)
+        return _list_queue(settings, o, prog)
     if mode == "flushq":
-        return _flush_queue(settings, o, say)
+        return _postqueue(settings, "-f", None, say)
     if mode == "daemon":
         return _run_command("postfix", ["start"], settings["config_directory"], say)
     if mode == "newaliases":
         return _newaliases(settings, o, say)
-    # mode == "user" (-bs): needs smtpd's stand-alone mode, not there yet.
-    say("fatal", "unsupported: -bs")
-    return EX_USAGE
+    return _stand_alone(settings, o, say)          # mode == "user": -bs
 
 
 def main(argv: list[str] | None = None) -> None:

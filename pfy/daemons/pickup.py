@@ -20,6 +20,22 @@ SECURITY
     warning, so a user cannot pose as a network client.  postdrop(1)
     describes the maildrop folder and file modes that make this safe.
 
+    Only a file whose owner is mail_owner or root (or, in an instance run
+    by an ordinary user, that user: whoever the daemons run as) is read as
+    a whole queue file: that is what "postsuper -r" renames into maildrop/
+    (original recipients, client attributes, and done marks: a recipient
+    already delivered is not sent to cleanup again).  Such a file is
+    complete when it has the queue's 0700 bits; it is logged with
+    "orig_id=" as Postfix's pickup logs requeued mail.  No other user can
+    own such a file: the kernel sets st_uid, the link count must be 1, and
+    Linux's fs.protected_hardlinks (on by default) stops linking in a file
+    one does not own.
+
+    authorized_submit_users is enforced here by file owner, since a user
+    can create a maildrop file without sendmail: a refused user's file is
+    removed with a warning.  Its tables and, when chrooted, a snapshot of
+    the password database are loaded before the jail.
+
 DIAGNOSTICS
     A file that cannot be parsed is removed with a warning naming the uid,
     as Postfix's pickup does (pickup cannot bounce: it has no trustworthy
@@ -27,7 +43,8 @@ DIAGNOSTICS
 
 PARAMETERS
     content_filter, receive_override_options, line_length_limit,
-    myhostname, mail_name, ipc_timeout, cleanup_service_name (postconf(5))
+    myhostname, mail_name, ipc_timeout, cleanup_service_name,
+    mail_owner, authorized_submit_users (postconf(5))
 """
 
 from __future__ import annotations
@@ -38,11 +55,14 @@ import stat
 import time
 
 from pfy import log
-from pfy.cli.postdrop import MAILDROP_READY, is_maildrop_name
+from pfy.cli._acl import is_static, user_name
+from pfy.cli.postdrop import is_maildrop_name
+from pfy.queue.queue_id import is_queue_id
+from pfy.tables import TableTempFail
 from pfy.ipc.cleanup_client import CleanupClient, CleanupRejected
 from pfy.queue.record import (
-    REC_ATTR, REC_CONT, REC_DSN_ENVID, REC_DSN_NOTIFY, REC_DSN_RET, REC_END,
-    REC_FILT, REC_FROM, REC_FULL, REC_MESG, REC_NORM, REC_RCPT, REC_TIME,
+    REC_ATTR, REC_CONT, REC_DSN_ENVID, REC_DSN_NOTIFY, REC_DSN_ORCPT, REC_DSN_RET, REC_END,
+    REC_DTXT, REC_FILT, REC_FROM, REC_FULL, REC_MESG, REC_NORM, REC_RCPT, REC_TIME,
     REC_VERP, REC_XTRA, RecordError, RecordReader,
 )
 from pfy.server import trigger
@@ -60,7 +80,7 @@ FLAG_MASK_EXTERNAL = FLAG_FILTER | FLAG_BCC_OK | FLAG_MAP_OK
 # Attributes a maildrop file may carry (what sendmail writes); the DSN ones
 # become their own record types, as Postfix's rec_attr_map() does.
 _ATTR_RECORDS = {"envelope_id": REC_DSN_ENVID, "ret_flags": REC_DSN_RET,
-                 "notify_flags": REC_DSN_NOTIFY}
+                 "notify_flags": REC_DSN_NOTIFY, "dsn_orig_rcpt": REC_DSN_ORCPT}
 _ATTR_VALUES = {"rewrite_context": ("local", "remote"),
                 "encoding": ("7bit", "8bit")}
 # Record types allowed in each segment (Postfix pickup.c copy_segment with
@@ -71,6 +91,8 @@ _EXTRACT = frozenset((REC_ATTR, REC_RCPT, REC_END))
 # pickup.c: warn about files dated more than 2 hours ahead (clock trouble)
 # or older than a day.
 _FUTURE_SLACK = 2 * 3600
+# Mode of a complete maildrop file as the first pfy versions made it.
+_LEGACY_READY = 0o640
 _DAY = 86400
 
 
@@ -105,12 +127,35 @@ def mail_date(when: float) -> str:
             + f"{sign}{off // 60:02d}{off % 60:02d} ({tm.tm_zone})")
 
 
+# What a trusted file (mail_owner's or root's: a queue file that
+# "postsuper -r" renamed into maildrop/) may hold: the whole queue file
+# record set (pfy/queue/queue_file.py, Postfix's REC_TYPE_ENVELOPE, _CONTENT,
+# _EXTRACT).  Of these, pickup.c passes on what describes the message and
+# drops what cleanup must decide anew: the size record, warn time, content
+# filter and redirect (re-decided from content_filter, header_checks...),
+# Return-Receipt-To / Errors-To, and extracted attributes other than DSN.
+_T_ENVELOPE = frozenset(b"MCTcFILSDRO/WVA>K<iondfmp")
+_T_CONTENT = frozenset(b"XLNw")
+_T_EXTRACT = frozenset(b"EDRO/PreAFIL>Kon")
+_T_DROP = frozenset(b"CcWK>Idfmpw")          # never passed on
+_RCPT_PREFIX = frozenset((ord("O"), ord("o"), ord("n")))   # belong to the next R
+REC_DONE = ord("D")
+REC_CANCELLED = ord("/")
+
+
 def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
-              settings: dict, warn) -> str:
+              settings: dict, warn, trusted: bool = False,
+              orig_id: str | None = None) -> str:
     """Stream one maildrop file to cleanup; returns the sender.
 
     Raises Malformed for a file that is not a maildrop file.  The uid is
-    st.st_uid, never anything the file says.
+    st.st_uid, never anything the file says.  `trusted` (the owner is
+    mail_owner or root, see pickup_file) passes the whole record set of a
+    queue file: original recipients, client attributes, and recipients
+    already done stay done (not sent to cleanup at all, with the O/o/n
+    records that belong to them), as Postfix's cleanup skips them.
+    Otherwise only what sendmail writes is accepted and attributes other
+    than the DSN ones and rewrite_context/encoding/trace_flags are dropped.
     """
     uid = st.st_uid
     reader = RecordReader(fd, max_record=settings["line_length_limit"])
@@ -131,11 +176,21 @@ def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
     def attr(data: bytes, where: str) -> None:
         name, eq, value = data.decode("utf-8", "surrogateescape").partition("=")
         if not eq:
+            if trusted:
+                warn(f"{queue_id}: ignoring malformed attribute record: {name[:100]}")
+                return
             raise Malformed(f"uid={uid}: malformed attribute record")
         if name in _ATTR_RECORDS:
-            if not value.isdigit() and name != "envelope_id":
+            # rec_attr_map(): named DSN attributes become their records.
+            if not value.isdigit() and name not in ("envelope_id", "dsn_orig_rcpt"):
                 raise Malformed(f"uid={uid}: bad {name} value")
             send(_ATTR_RECORDS[name], value.encode("utf-8", "surrogateescape"))
+        elif trusted:
+            # pickup.c: client attributes of a requeued message stay; the
+            # extracted segment's other attributes (header/body actions)
+            # are decided anew.
+            if where == "envelope":
+                send(REC_ATTR, data)
         elif name in _ATTR_VALUES and value in _ATTR_VALUES[name] \
                 or name == "trace_flags" and value.isdigit():
             send(REC_ATTR, data)
@@ -143,9 +198,31 @@ def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
             # A user may not set log_client_address and friends.
             warn(f"{queue_id}: uid={uid}: ignoring attribute record: {name[:100]}")
 
+    prefix: list[tuple[int, bytes]] = []    # O/o/n waiting for their R
+
+    def recipient_part(rtype: int, data: bytes) -> bool:
+        """Trusted files: hold O/o/n until their recipient is known, so a
+        done (D) or cancelled (/) recipient takes them along.  True when
+        the record was dealt with here."""
+        if not trusted:
+            return False
+        if rtype in _RCPT_PREFIX:
+            prefix.append((rtype, data))
+            return True
+        if rtype in (REC_DONE, REC_CANCELLED):
+            prefix.clear()              # already delivered: stays done
+            return True
+        if rtype == REC_RCPT:
+            for p in prefix:
+                send(*p)
+            prefix.clear()
+            send(rtype, data)
+            return True
+        return False
+
     sender = None
     time_seen = False
-    for rtype, data in records(_ENVELOPE):
+    for rtype, data in records(_T_ENVELOPE if trusted else _ENVELOPE):
         if rtype == REC_MESG:
             break
         if rtype == REC_TIME:
@@ -156,13 +233,22 @@ def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
             if not time_seen:
                 send(REC_TIME, b"%d" % int(st.st_mtime))
                 time_seen = True
+        if recipient_part(rtype, data):
+            continue
         if rtype == REC_ATTR:
             attr(data, "envelope")
+        elif rtype in _T_DROP or rtype == REC_FILT:
+            continue                    # (trusted only) see _T_DROP
         else:
             send(rtype, data)
     if sender is None:
         raise Malformed(f"uid={uid}: no envelope sender")
-    log.log_pickup(queue_id, uid, sender)
+    if orig_id:
+        # pickup.c MAIL_IS_REQUEUED: the old queue ID, for message tracking.
+        # XXX a log_pickup(orig_id=) in pfy/log.py, when its owner adds it.
+        log.logger.info(f"{queue_id}: uid={uid} from=<{sender}> orig_id={orig_id}")
+    else:
+        log.log_pickup(queue_id, uid, sender)
 
     # Trace the local submission without revealing the login name (pickup.c).
     send(REC_MESG, b"")
@@ -170,9 +256,11 @@ def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
         settings["myhostname"].encode(), settings["mail_name"].encode(), uid))
     send(REC_NORM, b"\tid %s; %s" % (queue_id.encode(), mail_date(st.st_mtime).encode()))
     first = True
-    for rtype, data in records(_CONTENT):
+    for rtype, data in records(_T_CONTENT if trusted else _CONTENT):
         if rtype == REC_XTRA:
             break
+        if rtype == REC_DTXT:
+            continue                    # padding
         # Content that starts with white space would continue our Received:
         # header; an empty line first keeps it apart (pickup.c's "kluge").
         if first and data[:1] in (b" ", b"\t"):
@@ -180,13 +268,17 @@ def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
         first = False
         send(rtype, data)
     send(REC_XTRA, b"")
-    for rtype, data in records(_EXTRACT):
+    prefix.clear()
+    for rtype, data in records(_T_EXTRACT if trusted else _EXTRACT):
         if rtype == REC_END:
             break
+        if recipient_part(rtype, data):
+            continue
         if rtype == REC_ATTR:
             attr(data, "extracted")
-        else:
+        elif rtype == REC_RCPT:
             send(rtype, data)
+        # trusted extracted F, I, L, P, r, e, >, K: decided anew by cleanup
     send(REC_END, b"")
     return sender
 
@@ -220,8 +312,19 @@ def pickup_file(path: str, settings: dict, cleanup_path: str, flags: int,
             # A hard link could replay someone else's file under our eyes.
             warn(f"{path}: uid={st.st_uid}: file has {st.st_nlink} links; removed")
             return Outcome.REMOVE
-        if stat.S_IMODE(st.st_mode) != MAILDROP_READY:
+        trusted = st.st_uid in settings.get("trusted_uids", ())
+        if not is_ready(st.st_mode, trusted):
             return Outcome.KEEP                 # still being written
+        name = os.path.basename(path)
+        orig_id = name if trusted and is_queue_id(name) else None
+        if not trusted:
+            refused = _acl_refuses(settings, st.st_uid)
+            if refused is not None:
+                # Postfix refuses in postdrop; here the file is already in
+                # maildrop/ (written without sendmail), so it goes.
+                warn(f"{path}: uid={st.st_uid}: User {refused}({st.st_uid}) "
+                     f"is not allowed to submit mail; removed")
+                return Outcome.REMOVE
         now = time.time()
         if st.st_mtime > now + _FUTURE_SLACK:
             warn(f"{path}: message dated {int(st.st_mtime - now)} seconds into the future")
@@ -234,7 +337,8 @@ def pickup_file(path: str, settings: dict, cleanup_path: str, flags: int,
             raise _CleanupDown() from None
         with client:
             try:
-                copy_file(fd, st, client, client.queue_id, settings, warn)
+                copy_file(fd, st, client, client.queue_id, settings, warn,
+                          trusted=trusted, orig_id=orig_id)
             except Malformed as err:
                 warn(f"{client.queue_id}: {err}")
                 return Outcome.REMOVE
@@ -258,26 +362,52 @@ class _CleanupDown(Exception):
     """cleanup cannot be reached: stop this scan, retry on the next wakeup."""
 
 
+def is_ready(mode: int, trusted: bool) -> bool:
+    """Complete?  A postdrop file is complete when it has its ready mode
+    (postdrop(1); 0640 from pfy before the owner-x mark, still accepted); a
+    queue file renamed here by postsuper -r has the queue's 0700 bits."""
+    mode = stat.S_IMODE(mode)
+    if mode & 0o700 == 0o700:
+        return True
+    return mode == _LEGACY_READY and not trusted
+
+
 def ready_files(maildrop: str) -> list[tuple[float, str]]:
-    """Candidate files, oldest first: our names, regular, mode ready.
-    Other entries are dealt with in pickup_file (warned about, removed)."""
+    """Candidate files, oldest first: postdrop's names and queue IDs
+    (postsuper -r), complete or not regular files (those are dealt with,
+    warned about and removed, in pickup_file)."""
     found = []
     try:
         with os.scandir(maildrop) as it:
             for de in it:
-                if not is_maildrop_name(de.name):
+                if not (is_maildrop_name(de.name) or is_queue_id(de.name)):
                     continue
                 try:
                     st = de.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != MAILDROP_READY:
+                if stat.S_ISREG(st.st_mode) and not (
+                        st.st_mode & 0o700 == 0o700
+                        or stat.S_IMODE(st.st_mode) == _LEGACY_READY):
                     continue
                 found.append((st.st_mtime, de.path))
     except FileNotFoundError:
         return []
     found.sort()
     return found
+
+
+def _acl_refuses(settings: dict, uid: int) -> str | None:
+    """authorized_submit_users by the file owner: maildrop/ is writable
+    without sendmail, so pickup is where the list is enforced."""
+    acl = settings.get("submit_acl")
+    if acl is None:
+        return None
+    try:
+        return None if acl.match(user_name(uid, settings.get("passwd"))) \
+            else user_name(uid, settings.get("passwd"))
+    except TableTempFail:
+        raise _CleanupDown() from None  # try the whole scan again later
 
 
 def scan_maildrop(ctx, request: bytes) -> None:
@@ -316,8 +446,48 @@ def _settings(cfg) -> dict:
     }
 
 
+def _pre_jail(ctx) -> None:
+    """What the jail hides: mail_owner's uid, and for a non-default
+    authorized_submit_users its tables and a snapshot of the password
+    database (uid -> name; a user added later is known after
+    "postfix reload", like any main.cf change)."""
+    import pwd
+    cfg = ctx.cfg
+    trusted = {0}
+    try:
+        trusted.add(pwd.getpwnam(cfg.mail_owner).pw_uid)
+    except KeyError:
+        pass                # an unprivileged instance: its user, added below
+    ctx.data["trusted_uids"] = trusted
+    acl = cfg.authorized_submit_users
+    if acl and not is_static(acl):
+        from pfy.message.domains import MatchList
+        from pfy.server.lifecycle import Fatal
+        from pfy.tables import TableError, open_table
+        try:
+            ctx.data["submit_acl"] = MatchList(acl, lambda spec: open_table(spec, cfg))
+        except TableError as err:
+            raise Fatal(f"authorized_submit_users: {err}") from None
+        names: dict[int, str] = {}
+        for pw in pwd.getpwall():
+            names.setdefault(pw.pw_uid, pw.pw_name)
+        ctx.data["passwd"] = names
+    elif not acl:
+        # An empty list permits no one (string_list_match of nothing).
+        from pfy.message.domains import MatchList
+        ctx.data["submit_acl"] = MatchList([])
+
+
 def _post_jail(ctx) -> None:
-    ctx.data["settings"] = _settings(ctx.cfg)
+    settings = _settings(ctx.cfg)
+    # Our own uid is mail_owner's after the privilege drop, and the
+    # instance owner's in an instance run by an ordinary user, whose
+    # daemons write the queue files that postsuper -r brings back.
+    settings["trusted_uids"] = frozenset(ctx.data["trusted_uids"] | {os.geteuid()})
+    settings["submit_acl"] = ctx.data.get("submit_acl")
+    # Outside a chroot the password database stays reachable: look up live.
+    settings["passwd"] = ctx.data.get("passwd") if ctx.chrooted else None
+    ctx.data["settings"] = settings
     # Mail that waited in maildrop/ while the system was down goes at once,
     # not at master's first timer wakeup (up to 60 s later).  The serve loop
     # does not exist yet, so this first scan runs here.
@@ -325,7 +495,8 @@ def _post_jail(ctx) -> None:
 
 
 def main() -> None:
-    trigger.serve(scan_maildrop, solitary=True, post_jail=_post_jail, program="pickup")
+    trigger.serve(scan_maildrop, solitary=True, pre_jail=_pre_jail,
+                  post_jail=_post_jail, program="pickup")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,10 @@ def test_maildrop_mail_is_never_held(env):
     assert os.path.exists(path)
 
 
-def test_requeue_writes_a_maildrop_file_with_pending_recipients(env):
+def test_requeue_renames_the_queue_file_into_maildrop(env):
+    """postsuper -r is a plain rename, as Postfix's: pickup trusts the whole
+    record set of a file owned by mail_owner, and a recipient already
+    delivered stays done (it is never delivered twice)."""
     q, s, lines = env
     qid, path = write(q, "deferred", ("one@y", "two@y"))
     with q.open(q.entry("deferred", qid), writable=True) as r:
@@ -80,11 +83,12 @@ def test_requeue_writes_a_maildrop_file_with_pending_recipients(env):
     assert s.requeue_one(("deferred",), qid) == 1
     assert not os.path.exists(path)
     [new] = list(os.scandir(q.dir("maildrop")))
-    assert oct(os.stat(new.path).st_mode & 0o777) == oct(0o640)   # postdrop's ready mode
+    assert new.name == qid
+    assert oct(os.stat(new.path).st_mode & 0o700) == oct(0o700)   # complete mark
     with q.open(q.entry("maildrop", new.name)) as r:
         env_ = r.read_envelope()
-        assert [x.address for x in env_.recipients] == ["two@y"]
-        assert env_.sender == "a@x" and env_.attrs["rewrite_context"] == "remote"
+        assert [(x.address, x.done) for x in env_.recipients] == [("one@y", True), ("two@y", False)]
+        assert env_.sender == "a@x"
         assert list(r.content_lines()) == [b"Subject: t", b"", b"body"]
     assert lines == [f"{qid}: requeued"]
 

@@ -221,3 +221,56 @@ def test_maildrop_names_are_random_and_recognised():
     names = {postdrop._random_name() for _ in range(50)}
     assert len(names) == 50 and all(postdrop.is_maildrop_name(n) for n in names)
     assert not postdrop.is_maildrop_name("3F2A81C0B1")
+
+
+# -- authorized_submit_users (pfy/cli/_acl.py, Postfix user_acl.c) ----------
+
+from pfy.cli import _acl  # noqa: E402
+
+
+@pytest.mark.parametrize("acl, name, want", [
+    ("static:anyone", "alice", True),
+    ("static:nobody", "alice", True),          # user_acl.c: any "static:" permits
+    ("alice, bob", "alice", True),
+    ("alice, bob", "carol", False),
+    ("!alice, static:anyone", "alice", False),
+    ("!alice, static:anyone", "bob", True),
+    ("inline:{alice=ok}", "alice", True),
+    ("inline:{alice=ok}", "bob", False),
+    ("!unknown, static:anyone", "unknown", False),
+    ("", "alice", False),                      # an empty list permits no one
+])
+def test_user_acl_semantics(acl, name, want):
+    got = _acl.check_user_acl(acl, name)
+    assert got is want, f"{acl!r} {name}: got {got} want {want}"
+
+
+def test_uid_without_password_entry_is_unknown():
+    assert _acl.user_name(4242, {0: "root"}) == "unknown"
+    assert _acl.check_user_acl_byuid("root", 4242, names={0: "root"}) == "unknown"
+    assert _acl.check_user_acl_byuid("root", 0, names={0: "root"}) is None
+
+
+def test_sendmail_refuses_a_user_not_on_the_list(tmp_path):
+    import os
+    import pwd
+    me = pwd.getpwuid(os.getuid()).pw_name
+    (tmp_path / "maildrop").mkdir()
+    (tmp_path / "main.cf").write_text(f"queue_directory = {tmp_path}\n"
+                                      f"authorized_submit_users = !{me}, static:anyone\n")
+    said = []
+    rc = sendmail.run(["-C", str(tmp_path), "bob"], "sendmail",
+                      io.BufferedReader(io.BytesIO(b"x\n")), lambda s, m: said.append((s, m)))
+    assert rc == 77 and said == [("fatal", f"User {me}({os.getuid()}) is not allowed "
+                                  "to submit mail")], said
+    assert not list((tmp_path / "maildrop").iterdir())
+
+
+def test_sendmail_bad_acl_table_is_one_line(tmp_path):
+    (tmp_path / "maildrop").mkdir()
+    (tmp_path / "main.cf").write_text(f"queue_directory = {tmp_path}\n"
+                                      f"authorized_submit_users = nosuchtype:/x\n")
+    said = []
+    rc = sendmail.run(["-C", str(tmp_path), "bob"], "sendmail",
+                      io.BufferedReader(io.BytesIO(b"x\n")), lambda s, m: said.append((s, m)))
+    assert rc in (75, 78) and len(said) == 1 and said[0][0] == "fatal", said

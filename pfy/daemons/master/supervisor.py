@@ -185,7 +185,10 @@ class Supervisor:
         self.services[spec.key] = svc
         self.sel.register(m, selectors.EVENT_READ, ("status", svc))
         if spec.wakeup > 0:
-            self._schedule(spec.wakeup, lambda s=svc: self._wakeup(s))
+            # The first wake-up is immediate, as Postfix's master_wakeup_init:
+            # mail that waited in maildrop/ while the system was down is
+            # picked up at start, not a timer period later.
+            self._schedule(0, lambda s=svc: self._wakeup(s))
         self._update_listen(svc)
         return svc
 
