@@ -295,6 +295,9 @@ class AccessPolicy:
         self.double_bounce = c.double_bounce_sender
         self.null_key = c.smtpd_null_access_lookup_key
         self.soft_bounce = c.soft_bounce
+        # Read now, before chroot: computed defaults import code lazily.
+        self._compat_level = str(c.raw_or_default("compatibility_level") or "0")
+        self._mail_version = str(c.mail_version)
         # A "raw" parameter in Postfix (never $-expanded: it contains "$").
         self.expand_filter = _unescape(c.raw_or_default("smtpd_expansion_filter") or "")
         self.mynetworks = NetworkList(c.mynetworks, self._opener,
@@ -1164,8 +1167,8 @@ class AccessPolicy:
             ("etrn_domain", f.etrn_domain or ""),
             ("stress", "yes" if f.stress else ""),
             ("policy_context", client.s.policy_context),
-            ("compatibility_level", str(c.raw_or_default("compatibility_level") or "0")),
-            ("mail_version", str(c.mail_version)),
+            ("compatibility_level", self._compat_level),
+            ("mail_version", self._mail_version),
         ]
 
 

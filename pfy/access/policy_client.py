@@ -177,7 +177,12 @@ class PolicyClient:
                     return action
                 except (OSError, EOFError, ConnectionError, asyncio.TimeoutError, ValueError) as err:
                     self.close()
-                    why = "timeout" if isinstance(err, asyncio.TimeoutError) else (str(err) or err.__class__.__name__)
+                    if isinstance(err, asyncio.TimeoutError):
+                        why = "timeout"
+                    elif isinstance(err, OSError) and err.strerror:
+                        why = err.strerror          # "Connection refused", as Postfix words it
+                    else:
+                        why = str(err) or err.__class__.__name__
                     log.warning("problem talking to server %s: %s", self.s.endpoint.partition(":")[2], why)
                     if attempt + 1 < self.s.try_limit:
                         await asyncio.sleep(self.s.retry_delay)

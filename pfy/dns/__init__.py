@@ -47,6 +47,21 @@ CACHE_NEG_TTL = 60
 CACHE_SIZE = 2000
 
 
+def preload() -> None:
+    """Import what dnspython loads lazily (rdata classes, the asyncio
+    backend, the IDNA codec), so that lookups work after chroot, where
+    the modules can no longer be found. Called before the jail."""
+    import encodings.idna  # noqa: F401
+    import dns.asyncbackend
+    import dns.asyncquery  # noqa: F401
+    import dns.edns  # noqa: F401
+    import dns.rdata
+    import dns.rdataclass
+    dns.asyncbackend.get_backend("asyncio")
+    for rdtype in ("A", "AAAA", "PTR", "MX", "TXT", "CNAME", "NS", "SOA", "SPF", "OPT"):
+        dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+
+
 class DnsStatus(enum.Enum):
     FOUND = "found"
     NOTFOUND = "notfound"      # NXDOMAIN or NODATA (Postfix DNS_NOTFOUND)
@@ -172,6 +187,7 @@ class Resolver:
 
     @classmethod
     def from_environment(cls) -> "Resolver":
+        preload()
         """$PFY_RESOLV_CONF, else /etc/resolv.conf; a missing file means
         the local resolver on 127.0.0.1, as the C library assumes."""
         path = os.environ.get(RESOLV_CONF_ENV) or "/etc/resolv.conf"

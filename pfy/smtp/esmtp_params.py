@@ -53,13 +53,13 @@ class MailParams:
 @dataclass(frozen=True)
 class RcptParams:
     notify: tuple[str, ...] | None = None   # ("NEVER",) or subset of NOTIFY_WORDS
-    orcpt_type: str | None = None           # "rfc822" or "utf-8" (lower case)
+    orcpt_type: str | None = None           # address type, lower case ("rfc822", "utf-8", ...)
     orcpt: str | None = None                # decoded original recipient
 
 
 def _scan_token(text: str, i: int) -> int:
-    """End index of the path token starting at i: a bracketed path with
-    nested <> and quoted strings, or a run of non-space characters."""
+    """End index of the path token starting at i: up to the first space
+    outside <> and quoted strings."""
     n = len(text)
     depth = 0
     quoted = False
@@ -79,9 +79,10 @@ def _scan_token(text: str, i: int) -> int:
         elif ch == "<":
             depth += 1
         elif ch == ">":
-            depth -= 1
-            if depth <= 0:
-                return i + 1
+            # The token goes on to the next space, as in Postfix's
+            # smtpd_token(): "<a@b>junk" is one (bad) address, not an
+            # address and a parameter "junk".
+            depth = max(depth - 1, 0)
         elif ch in " \t" and depth <= 0:
             return i
         i += 1
@@ -185,7 +186,9 @@ def parse_mail_params(params: list[str], *, dsn: bool, smtputf8: bool,
             envid = decoded
         elif key == "AUTH" and eq:
             if not auth:
-                return replies.AUTH_PARAM_DISABLED
+                # Postfix 3.7 ignores AUTH= when it offers no AUTH (checked
+                # side by side): a relay may pass it on from upstream.
+                continue
             decoded = "<>" if value == "<>" else xtext_decode(value)
             if auth_param is not None or not decoded or not decoded.isprintable():
                 return replies.BAD_AUTH_PARAM
@@ -215,9 +218,10 @@ def parse_rcpt_params(params: list[str], *, dsn: bool) -> RcptParams | Reply:
         elif key == "ORCPT" and eq and dsn:
             kind, semi, raw = value.partition(";")
             decoded = xtext_decode(raw) if semi else None
-            if (orcpt is not None or kind.lower() not in ("rfc822", "utf-8")
-                    or not decoded or len(value) > MAX_ORCPT
-                    or not decoded.isprintable()):
+            # Postfix's rcpt_cmd() checks the xtext and the length only:
+            # any address type, even an empty address, is carried on.
+            if (orcpt is not None or not semi or not kind or decoded is None
+                    or len(value) > MAX_ORCPT or (decoded and not decoded.isprintable())):
                 return replies.BAD_ORCPT
             orcpt_type, orcpt = kind.lower(), decoded
         else:

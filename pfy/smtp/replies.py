@@ -104,7 +104,7 @@ NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
 
 OK = Reply(250, "2.0.0", "Ok")
 BYE = Reply(221, "2.0.0", "Bye")
-UNKNOWN_COMMAND = Reply(502, "5.5.2", "Error: command not recognized")
+UNKNOWN_COMMAND = Reply(500, "5.5.2", "Error: command not recognized")   # Postfix 3.7: 500, checked side by side
 BAD_SYNTAX = Reply(500, "5.5.2", "Error: bad syntax")
 BAD_UTF8 = Reply(500, "5.5.2", "Error: bad UTF-8 syntax")
 NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
@@ -152,15 +152,18 @@ NO_VALID_RCPT = Reply(554, "5.5.1", "Error: no valid recipients")
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 BAD_RCPT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")
-SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed limit")
+SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed limit")        # MAIL SIZE=
+# After the content: cleanup's CLEANUP_STAT_SIZE as smtpd words it.
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Error: message file too big")
+# BDAT whose announced size alone is over message_size_limit.
+CHUNK_TOO_BIG = Reply(552, "5.3.4", "Chunk exceeds message size limit")
 SIZE_OVERFLOW = Reply(552, "5.3.4", "Message size exceeds file system imposed limit")
 BAD_SIZE = Reply(501, "5.5.4", "Bad message size syntax")
-BAD_BODY = Reply(501, "5.5.4", "Bad BODY keyword syntax")          # unverified
 BAD_ENVID = Reply(501, "5.5.4", "Bad ENVID parameter syntax")
 BAD_RET = Reply(501, "5.5.4", "Bad RET parameter syntax")
-BAD_NOTIFY = Reply(501, "5.5.4", "Bad NOTIFY parameter syntax")
-BAD_ORCPT = Reply(501, "5.5.4", "Bad ORCPT parameter syntax")
-BAD_AUTH_PARAM = Reply(501, "5.5.4", "Bad AUTH parameter syntax")    # unverified
+BAD_NOTIFY = Reply(501, "5.5.4", "Error: Bad NOTIFY parameter syntax")
+BAD_ORCPT = Reply(501, "5.5.4", "Error: Bad ORCPT parameter syntax")
+BAD_AUTH_PARAM = Reply(501, "5.5.4", "Bad AUTH parameter syntax")    # unverified (needs a SASL backend on the Postfix side)
 AUTH_PARAM_DISABLED = Reply(503, "5.7.4", "Error: authentication disabled")
 SMTPUTF8_DISABLED = Reply(555, "5.5.4", "Unsupported option: SMTPUTF8")
 
@@ -175,13 +178,24 @@ def unsupported_option(option: str) -> Reply:
 DATA_GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 SYNTAX_DATA = Reply(501, "5.5.4", "Syntax: DATA")
 SYNTAX_BDAT = Reply(521, "5.5.4", "Syntax: BDAT count [LAST]")   # Postfix hangs up: chunk length unknown
-DATA_AFTER_BDAT = Reply(503, "5.5.1", "Error: DATA after BDAT")   # unverified (RFC 3030 2: 503)
+DATA_AFTER_BDAT = Reply(503, "5.5.1", "Error: DATA after BDAT")
 QUEUE_WRITE_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
+
+
+def etrn_denied(domain: str) -> Reply:
+    """The flush service refused: domain not in fast_flush_domains."""
+    return Reply(459, "", f"<{domain}>: service unavailable")
 
 
 def queued(queue_id: str) -> Reply:
     """Only after cleanup has fsynced the queue file (DESIGN.md invariant)."""
     return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
+
+def bdat_queued(nbytes: int, queue_id: str) -> Reply:
+    """BDAT LAST: Postfix names the message size (its act_size: the
+    content with the last line ended by CRLF)."""
+    return Reply(250, "2.0.0", f"Ok: {nbytes} bytes queued as {queue_id}")
 
 
 def bdat_chunk_ok(nbytes: int) -> Reply:
@@ -193,8 +207,12 @@ def bdat_chunk_ok(nbytes: int) -> Reply:
 
 VRFY_DISABLED = Reply(502, "5.5.1", "VRFY command is disabled")
 SYNTAX_VRFY = Reply(501, "5.5.4", "Syntax: VRFY address")
-SYNTAX_ETRN = Reply(500, "5.5.4", "Syntax: ETRN domain")
-BAD_ETRN = Reply(501, "5.5.4", "Error: invalid parameter syntax")
+# Postfix's etrn_cmd() sends these without an enhanced status code.
+SYNTAX_ETRN = Reply(500, "", "Syntax: ETRN domain")
+BAD_ETRN = Reply(501, "", "Error: invalid parameter syntax")
+ETRN_NEED_HELO = Reply(503, "", "Error: send HELO/EHLO first")
+ETRN_IN_TRANSACTION = Reply(503, "", "Error: MAIL transaction in progress")
+ETRN_UNAVAILABLE = Reply(458, "", "Unable to queue messages")
 ETRN_OK = Reply(250, "", "Queuing started")                      # RFC 1985
 
 

@@ -47,7 +47,7 @@ __all__ = [
     "SmtpdLimits", "SmtpServer", "Event", "Helo", "MailFrom", "RcptTo",
     "DataStart", "MessageLine", "MessageEnd", "MessageAborted", "Rset",
     "Vrfy", "Etrn", "StartTls", "Auth", "AuthResponse", "AuthAborted",
-    "XClient", "XForward", "Quit", "Disconnect",
+    "XClient", "XForward", "Quit", "Disconnect", "Rejected",
 ]
 
 MAX_BDAT = 2 ** 63 - 1            # Postfix off_cvt_string(): largest off_t
@@ -242,6 +242,16 @@ class XForward(_Decision):
 @dataclass(frozen=True)
 class Quit(Event):
     pass
+
+
+@dataclass(frozen=True)
+class Rejected(Event):
+    """A rejection the core decided that Postfix logs as a policy reject
+    ("NOQUEUE: reject: MAIL from ...; from=<a@b> proto=ESMTP helo=<h>"):
+    today the MAIL SIZE= check (smtpd_check_size). The reply is already sent."""
+    where: str                    # "MAIL"
+    reply: Reply
+    sender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -662,6 +672,7 @@ class SmtpServer:
             return self._done("mail", parsed)
         limit = self.limits.message_size_limit
         if parsed.size is not None and limit and parsed.size > limit:
+            self._events.append(Rejected("MAIL", replies.SIZE_EXCEEDED, sender))
             return self._done("mail", replies.SIZE_EXCEEDED)
         self._ask("mail", MailFrom(sender, parsed, pipelined))
 
@@ -714,12 +725,19 @@ class SmtpServer:
         self._chunk_size = self._chunk_left
         self._chunk_last = len(words) == 2
         err = None
+        limit = self.limits.message_size_limit
         if not self._offer("chunking"):
             err = replies.NOT_IMPLEMENTED
         elif self._bdat_error is not None:
             err = self._bdat_error
         else:
             err = self._data_precheck()
+            if err is None and limit and self._chunk_size > limit - (self._size if self._bdat_used else 0):
+                # Postfix refuses the chunk from its announced size, before
+                # reading it, and the message can no longer be completed.
+                err = replies.CHUNK_TOO_BIG
+                self._bdat_error = err
+                self._events.append(MessageAborted("size"))
         if err is not None:
             self._skip_chunk(err)
             return
@@ -765,9 +783,9 @@ class SmtpServer:
 
     def _cmd_etrn(self, arg: str, pipelined: bool) -> None:
         if self.limits.smtpd_helo_required and self.helo_name is None:
-            return self._done("etrn", replies.NEED_HELO)
+            return self._done("etrn", replies.ETRN_NEED_HELO)
         if self.sender is not None:
-            return self._done("etrn", replies.IN_TRANSACTION)
+            return self._done("etrn", replies.ETRN_IN_TRANSACTION)
         words = arg.split()
         if len(words) != 1:
             return self._done("etrn", replies.SYNTAX_ETRN)
@@ -917,6 +935,8 @@ class SmtpServer:
             self._in_message = False
             self._state = _S.COMMAND
             stat = "bdat" if self._bdat_used else "data"
+            if stat == "bdat" and reply.code == 250 and reply.text.startswith("Ok: queued as "):
+                reply = replies.bdat_queued(self._size, reply.text[len("Ok: queued as "):])
             self._reset_transaction()
             if reply.ok:
                 # Postfix forgives earlier errors once mail is delivered.
@@ -1019,7 +1039,7 @@ class SmtpServer:
         if self._over or self._bare_seen:
             self._in_message = False
             if self._over:
-                reply = replies.SIZE_EXCEEDED
+                reply = replies.MESSAGE_TOO_BIG
             else:
                 code = self.limits.smtpd_forbid_bare_newline_reject_code
                 reply = replies.bare_newline(code, self.limits.myhostname)
@@ -1053,7 +1073,7 @@ class SmtpServer:
             self._done("bdat", reply)
             return True
         if self._over or self._bare_seen:
-            reply = replies.SIZE_EXCEEDED if self._over else replies.bare_newline(
+            reply = replies.MESSAGE_TOO_BIG if self._over else replies.bare_newline(
                 self.limits.smtpd_forbid_bare_newline_reject_code, self.limits.myhostname)
             self._in_message = False
             if self._chunk_last:
@@ -1074,7 +1094,7 @@ class SmtpServer:
         if self._over:
             self._in_message = False
             self._reset_transaction()
-            self._done("bdat", replies.SIZE_EXCEEDED)
+            self._done("bdat", replies.MESSAGE_TOO_BIG)
             return True
         self._ask("bdat", MessageEnd(self._size))
         return True

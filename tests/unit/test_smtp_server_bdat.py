@@ -10,7 +10,7 @@ from test_smtp_server_dialog import Dialog, ready
 def test_two_chunks_then_last():
     d = ready()
     assert d.feed(b"BDAT 12\r\nSubject: x\r\n") == "250 2.0.0 Ok: 12 bytes\r\n"
-    assert d.feed(b"BDAT 6 LAST\r\n\r\nhi\r\n") == "250 2.0.0 Ok: queued as QID\r\n"
+    assert d.feed(b"BDAT 6 LAST\r\n\r\nhi\r\n") == "250 2.0.0 Ok: 18 bytes queued as QID\r\n"
     assert d.content() == b"Subject: x\r\n\r\nhi\r\n"
     assert d.of(MessageEnd)[0].size == 18
     assert len(d.of(DataStart)) == 1            # data restrictions once per message
@@ -25,7 +25,8 @@ def test_dots_are_not_special_in_bdat():
 def test_bdat_zero_last():
     d = ready()
     d.feed(b"BDAT 5\r\nab\r\nc")
-    assert d.feed(b"BDAT 0 LAST\r\n") == "250 2.0.0 Ok: queued as QID\r\n"
+    # Postfix counts the unterminated last line with its CRLF: 7 bytes.
+    assert d.feed(b"BDAT 0 LAST\r\n") == "250 2.0.0 Ok: 7 bytes queued as QID\r\n"
     assert d.content() == b"ab\r\nc\r\n"
 
 
@@ -61,12 +62,26 @@ def test_data_after_bdat():
 
 def test_bdat_size_limit():
     d = ready(message_size_limit=10)
+    # Postfix refuses a chunk by its announced size, before reading it.
     got = d.feed(b"BDAT 20\r\n" + b"x" * 18 + b"\r\n")
-    assert got == "552 5.3.4 Message size exceeds fixed limit\r\n", got
+    assert got == "552 5.3.4 Chunk exceeds message size limit\r\n", got
     assert MessageAborted("size") in d.events
     # later chunks of the failed transaction get the same answer, LAST ends it
-    assert d.last(b"BDAT 2 LAST\r\nab") == "552 5.3.4 Message size exceeds fixed limit"
+    assert d.last(b"BDAT 2 LAST\r\nab") == "552 5.3.4 Chunk exceeds message size limit"
     assert d.last(b"MAIL FROM:<a@x>\r\n") == "250 2.1.0 Ok"
+
+
+def test_bdat_chunks_add_up_over_the_limit():
+    d = ready(message_size_limit=10)
+    assert d.feed(b"BDAT 6\r\nabcd\r\n") == "250 2.0.0 Ok: 6 bytes\r\n"
+    assert d.last(b"BDAT 6 LAST\r\nefgh\r\n") == "552 5.3.4 Chunk exceeds message size limit"
+    assert not d.of(MessageEnd)
+
+
+def test_bdat_content_over_the_limit():
+    # Within the limit as announced, over it once the last line gets its CRLF.
+    d = ready(message_size_limit=10)
+    assert d.last(b"BDAT 10 LAST\r\nabcdefghij") == "552 5.3.4 Error: message file too big"
 
 
 def test_bdat_rejected_by_data_restrictions():

@@ -36,6 +36,8 @@ import dataclasses
 
 __all__ = ["main", "limits_from_config"]
 
+SESSIONS_PER_USE = 10      # default max_use x this = sessions before a process retires
+
 
 def limits_from_config(cfg):
     from pfy.smtp.server import SmtpdLimits
@@ -67,6 +69,11 @@ def _pre_jail(ctx) -> None:
     import concurrent.futures.thread  # noqa: F401 - run_in_executor inside the chroot
     import os
 
+    try:    # computed parameter defaults are imported lazily: load them before chroot
+        import pfy.config._dynamic  # noqa: F401
+    except ImportError:
+        pass
+
     from pfy.daemons.smtpd._hostlist import HostList
     from pfy.daemons.smtpd._policy import load_policy
     from pfy.daemons.smtpd.session import Service
@@ -75,6 +82,14 @@ def _pre_jail(ctx) -> None:
 
     cfg = ctx.cfg
     standalone = bool(ctx.options.standalone)
+    if cfg.raw("max_use") is None and cfg.max_use > 0:
+        # max_use counts clients. Postfix's smtpd serves one client at a
+        # time, so 100 means 100 sessions one after another; ours serves
+        # hundreds at once, and the default would recycle (and, while the
+        # skeleton keeps reporting itself available after its last use,
+        # stall) a process every 100 concurrent sessions. An explicit
+        # max_use (main.cf or -o) is honoured as written.
+        ctx.cfg = cfg = cfg.with_overrides({"max_use": str(cfg.max_use * SESSIONS_PER_USE)})
     tables: dict = {}
 
     def opener(spec):
@@ -141,9 +156,32 @@ def _pre_jail(ctx) -> None:
 
     local_rewrite = _local_rewrite_check(cfg, mynetworks, opener)
 
+    from pfy.message.domains import MatchList
+    from pfy.tables.search import parent_style
+    try:
+        fast_flush = MatchList(cfg.fast_flush_domains, opener, domain=True,
+                               parent=parent_style(cfg.parent_domain_matches_subdomains,
+                                                   "fast_flush_domains"))
+    except (TableError, ValueError) as err:
+        raise Fatal(str(err)) from None
+
     sasl_factory = None
     if cfg.smtpd_sasl_auth_enable and not standalone:
         sasl_factory = _sasl_factory(cfg)
+
+    rates = None
+    if not standalone:
+        # anvil(8) rate limits; smtpd.c creates the client only when a
+        # limit is set, and a client in the exceptions list is never limited.
+        from pfy.ipc.anvil_client import AnvilClient, RateLimits
+        try:
+            exceptions = HostList(cfg.smtpd_client_event_limit_exceptions, opener)
+        except (TableError, ValueError) as err:
+            raise Fatal(str(err)) from None
+        rates = RateLimits.from_config(cfg, AnvilClient(os.path.join("private", "anvil")),
+                                       service=ctx.service, exceptions=exceptions)
+        if not rates.enabled:
+            rates = None
 
     from pfy.daemons.cleanup.core import FLAG_MASK_EXTERNAL
     ctx.data["service"] = Service(
@@ -156,7 +194,9 @@ def _pre_jail(ctx) -> None:
         client_port_logging=bool(cfg.smtpd_client_port_logging),
         sasl_enable=bool(cfg.smtpd_sasl_auth_enable),
         sasl_auth_header=bool(cfg.smtpd_sasl_authenticated_header),
-        myhostname=cfg.myhostname, mail_name=cfg.mail_name, service=ctx.service)
+        myhostname=cfg.myhostname, mail_name=cfg.mail_name, service=ctx.service,
+        fast_flush=fast_flush, qmgr_path=os.path.join("public", cfg.queue_service_name),
+        anvil=rates)
 
 
 def _local_rewrite_check(cfg, mynetworks, opener):

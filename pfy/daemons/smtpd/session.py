@@ -26,7 +26,7 @@ from pfy.smtp import replies
 from pfy.smtp.replies import Reply
 from pfy.smtp.server import (
     Auth, AuthResponse, DataStart, Disconnect, Etrn, Helo, MailFrom, MessageAborted,
-    MessageEnd, MessageLine, RcptTo, Rset, SmtpServer, StartTls, Vrfy, XClient, XForward,
+    MessageEnd, MessageLine, RcptTo, Rejected, Rset, SmtpServer, StartTls, Vrfy, XClient, XForward,
 )
 from pfy.daemons.smtpd._cleanup import CleanupError, CleanupSession
 from pfy.daemons.smtpd.received import received_header
@@ -64,6 +64,9 @@ class Service:
     myhostname: str = "localhost"
     mail_name: str = "Postfix"
     service: str = "smtp"
+    fast_flush: object = None          # MatchList of fast_flush_domains (ETRN)
+    qmgr_path: str = "public/qmgr"
+    anvil: object = None               # pfy.ipc.anvil_client.RateLimits or None
     stats: dict = field(default_factory=dict)
 
 
@@ -98,6 +101,7 @@ class Session:
         self.server_addr, self.server_port = (
             (sock[0], str(sock[1])) if isinstance(sock, tuple) else ("127.0.0.1", "0"))
         self.instance = ""
+        self.rates = None                  # anvil_client.ClientRates when limits are set
         self._facts = svc.policy.new_facts()
         self._new_transaction()
 
@@ -166,21 +170,22 @@ class Session:
                             extra.get("recipient"))
         return verdict
 
-    def log_reject(self, stage: str, reply: Reply, rcpt: str | None = None) -> None:
+    def log_reject(self, stage: str, reply: Reply, rcpt: str | None = None,
+                   sender: str | None = None) -> None:
+        """The driver's own reject lines, in the access engine's shape
+        (pfy.access.format_whatsup, Postfix's log_whatsup()): from=<> and
+        to=<> only when known, so a rejection before MAIL has no from=."""
+        from types import SimpleNamespace
+
+        from pfy.access import format_whatsup
+        conn = self.conn
+        proto = self.proto_override or ("ESMTP" if conn is not None and conn.esmtp else "SMTP")
+        who = SimpleNamespace(queue_id=self.queue_id, namaddr=self.namaddr, protocol=proto,
+                              helo_name=conn.helo_name if conn is not None else None)
         text = str(reply).replace("\n", " ")
-        helo = self.conn.helo_name if self.conn else None
-        if self.sender is None:
-            # Postfix log_whatsup(): from=/to= only when known.
-            line = f"reject: {stage} from {self.namaddr}: {text};"
-            if rcpt is not None:
-                line += f" to=<{rcpt}>"
-            line += f" proto={self.protocol}"
-            if helo is not None:
-                line += f" helo=<{helo}>"
-            log.log_queue_id_line(self.queue_id or "NOQUEUE", line.replace(": ;", ":").replace("; ", "; ", 1))
-            return
-        log.log_reject(self.queue_id or "NOQUEUE", stage, self.namaddr, text,
-                       self.sender, rcpt, self.protocol, helo)
+        logger.info(format_whatsup("reject", stage, who, text,
+                                   sender=sender if sender is not None else self.sender,
+                                   recipient=rcpt))
 
     # -- transaction -----------------------------------------------------------------
 
@@ -306,6 +311,11 @@ class Session:
             self.end_transaction()
             if self.sasl is not None:
                 self.sasl.close()
+            if self.rates is not None:
+                try:
+                    await self.rates.disconnect()
+                except Exception:   # noqa: BLE001 - anvil never blocks or breaks a session
+                    pass
             stats = self.conn.command_stats() if self.conn is not None else "commands=0"
             log.log_disconnect(self.namaddr, stats)
 
@@ -319,7 +329,8 @@ class Session:
                 return
         try:
             names = await self.svc.resolver.peer_names(self.client_addr)
-        except Exception:   # noqa: BLE001 - DNS trouble is temporary, never fatal
+        except Exception as err:   # noqa: BLE001 - DNS trouble is temporary, never fatal
+            logger.warning(f"{self.client_addr}: hostname lookup failed: {err.__class__.__name__}: {err}")
             self.client_name = self.reverse_client_name = "unknown"
             self.name_tempfail = True
             return
@@ -346,6 +357,14 @@ class Session:
                 return
             self.conn.tls_active = True
         await self.start_sasl()
+        limited = await self.anvil_connect()
+        if limited is None and wrapper:
+            limited = await self.anvil_tls_handshake()
+        if limited is not None:
+            # Postfix: 421 instead of the banner, then hang up.
+            self._take_output(self.conn.greet(limited))
+            await self.flush()
+            return
         verdict = await self.check("CONNECT")
         self._take_output(self.conn.greet(verdict.reply))
         await self.flush()
@@ -373,6 +392,29 @@ class Session:
             await self.pump()
             await self.flush()
         self.log_disconnect_reason()
+
+    async def anvil_connect(self) -> Reply | None:
+        """anvil(8) connection count and rate (smtpd.c smtpd_proto()).
+        XCLIENT-authorized hosts are not counted, as in Postfix."""
+        limits = self.svc.anvil
+        if limits is None or self.svc.standalone:
+            return None
+        self.rates = limits.session(self.client_name, self.client_addr, self.namaddr,
+                                    exempt=bool(self.conn is not None and self.conn.xclient_allowed))
+        return self._anvil_verdict(await self.rates.connect())
+
+    async def anvil_event(self, what: str) -> Reply | None:
+        """mail / rcpt / auth / starttls: a 4xx reply when over the limit."""
+        if self.rates is None:
+            return None
+        return self._anvil_verdict(await getattr(self.rates, what)())
+
+    @staticmethod
+    def _anvil_verdict(v) -> Reply | None:
+        if v is None:
+            return None
+        logger.warning(v.warning)
+        return v.reply
 
     def log_lost(self) -> None:
         conn = self.conn
@@ -447,6 +489,8 @@ class Session:
                 self.end_transaction()
         elif isinstance(ev, Rset):
             self.end_transaction()
+        elif isinstance(ev, Rejected):
+            self.log_reject(ev.where, ev.reply, sender=ev.sender)
         elif isinstance(ev, Disconnect):
             if not self.disconnect_reason:
                 self.disconnect_reason = ev.reason
@@ -474,6 +518,9 @@ class Session:
 
     async def _mail(self, ev: MailFrom) -> None:
         self.end_transaction()
+        limited = await self.anvil_event("mail")
+        if limited is not None:
+            return self._reply(limited)
         self.instance = f"{id(self):x}.{time.time_ns():x}"
         verdict = await self.check("MAIL", sender=ev.sender, pipelined=ev.pipelined,
                                    size=ev.params.size or 0)
@@ -488,6 +535,9 @@ class Session:
         self._reply(None)
 
     async def _rcpt(self, ev: RcptTo) -> None:
+        limited = await self.anvil_event("rcpt")
+        if limited is not None:
+            return self._reply(limited)
         verdict = await self.check("RCPT", recipient=ev.recipient, pipelined=ev.pipelined)
         if verdict.reply is not None:
             return self._reply(verdict.reply)
@@ -574,12 +624,33 @@ class Session:
         verdict = await self.check("ETRN", etrn_domain=ev.domain)
         if verdict.reply is not None:
             return self._reply(verdict.reply)
-        # No flush(8) service: Postfix's reply when it cannot be reached.
-        self._reply(Reply(458, "4.3.0", "Unable to queue messages"))
+        # Postfix asks flush(8), which refuses a domain outside
+        # fast_flush_domains (459, and a warning). pfy has no per-site
+        # flush logs: for an eligible domain it asks qmgr for a full
+        # deferred-queue scan, as Postfix's first ETRN implementation did.
+        if self.svc.standalone:
+            logger.warning('do not use ETRN in "sendmail -bs" mode')
+            return self._reply(replies.ETRN_UNAVAILABLE)
+        fast = self.svc.fast_flush
+        if fast is None or not fast.match(ev.domain.lower()):
+            logger.warning(f"reject: ETRN {ev.domain[:100]}... from {self.namaddr}")
+            return self._reply(replies.etrn_denied(ev.domain))
+        from pfy.ipc.trigger import QMGR_FLUSH_DEAD, QMGR_SCAN_ALL, trigger
+        try:
+            ok = trigger(self.svc.qmgr_path, QMGR_FLUSH_DEAD + QMGR_SCAN_ALL)
+        except OSError:
+            ok = False
+        if not ok:
+            logger.warning("unable to talk to the queue manager")
+            return self._reply(replies.ETRN_UNAVAILABLE)
+        self._reply(replies.ETRN_OK)
 
     async def _starttls(self, ev: StartTls) -> None:
         if self.svc.tls_ctx is None:
             return self._reply(replies.TLS_UNAVAILABLE)
+        limited = await self.anvil_event("starttls")
+        if limited is not None:
+            return self._reply(limited)
         self._reply(None)                      # 220 2.0.0 Ready to start TLS
         await self.flush()
         if not await self.handshake():
@@ -589,6 +660,7 @@ class Session:
         self.conn.tls_established()
         self.conn.namaddr = self.namaddr
         self.update_sasl()
+        await self.anvil_tls_handshake()
 
     async def handshake(self) -> bool:
         svc = self.svc
@@ -614,6 +686,16 @@ class Session:
             logger.info(self.tls_info.cert_log_line(self.namaddr))
         logger.info(self.tls_info.log_line(self.namaddr))
         return True
+
+    async def anvil_tls_handshake(self) -> Reply | None:
+        """Count a new (not resumed) TLS session. A reply = over the limit:
+        in wrapper mode 421 and hang up, as Postfix; after STARTTLS the
+        check came before the handshake and this only counts."""
+        if self.rates is None:
+            return None
+        obj = self.writer.get_extra_info("ssl_object")
+        return self._anvil_verdict(
+            await self.rates.tls_handshake(bool(obj is not None and obj.session_reused)))
 
     async def start_sasl(self) -> None:
         """A SASL server for this session (pfy.sasl), when AUTH is enabled."""
@@ -656,6 +738,9 @@ class Session:
         if sasl is None:
             return self._reply(replies.AUTH_NOT_ENABLED)
         if isinstance(ev, Auth):
+            limited = await self.anvil_event("auth")
+            if limited is not None:
+                return self._reply(limited)
             self.auth_mech = ev.mechanism
             outcome = await sasl.start(ev.mechanism, ev.initial_response)
         else:
