@@ -36,6 +36,8 @@ REWRITE_REMOTE = "remote"
 
 # rewrite_clnt.c / resolve_clnt.c: "last_expire = time + 30".
 CACHE_TTL = 30.0
+# Answers kept by one client, per kind (rewrite, resolve).
+RESOLVE_CACHE_SIZE = 512
 # clnt_stream retries forever with a sleep; a bounded number of attempts lets
 # the caller defer with 4.3.0 instead of hanging a client session forever.
 RETRY_LIMIT = 5
@@ -115,8 +117,15 @@ class RewriteClient:
         self._clock = clock
         self._conn: AttrConnection | None = None
         self._lock = threading.Lock()
-        self._last_rewrite: tuple[float, str, str, str] | None = None
-        self._last_resolve: tuple[float, str, str, ResolveReply] | None = None
+        # Postfix's rewrite_clnt keeps its last answer only; cleanup asks
+        # for the sender, each recipient and the header addresses of every
+        # message in turn, so one entry would miss nearly every time.
+        self._rewritten: dict[tuple[str, str], tuple[float, str]] = {}
+        # (sender, address) -> (expiry, reply).  Postfix's resolve_clnt
+        # keeps only its last answer; qmgr alternates between recipients
+        # (several users, several domains), so a few hundred answers are
+        # kept, each for CACHE_TTL so that table changes are seen soon.
+        self._resolved: dict[tuple[str, str], tuple[float, ResolveReply]] = {}
 
     def _request(self, obj, expect):
         last_err: Exception | None = None
@@ -135,25 +144,45 @@ class RewriteClient:
     def rewrite(self, rule: str, address: str) -> str:
         with self._lock:
             now = self._clock()
-            last = self._last_rewrite
-            if last and now < last[0] and last[1] == rule and last[2] == address:
-                return last[3]
+            key = (rule, address)
+            hit = self._rewritten.get(key)
+            if hit is not None and now < hit[0]:
+                return hit[1]
             reply = self._request(RewriteRequest(rule, address), RewriteReply)
             if reply.flags:
                 raise RewriteUnavailable(f"rewrite {rule!r} {address!r}: server error")
-            self._last_rewrite = (now + CACHE_TTL, rule, address, reply.address)
+            if len(self._rewritten) >= RESOLVE_CACHE_SIZE:
+                self._rewritten.pop(next(iter(self._rewritten)))
+            self._rewritten[key] = (now + CACHE_TTL, reply.address)
             return reply.address
 
     def resolve(self, sender: str, address: str) -> ResolveReply:
         with self._lock:
-            now = self._clock()
-            last = self._last_resolve
-            if last and now < last[0] and last[1] == sender and last[2] == address:
-                return last[3]
+            hit = self._cached(sender, address)
+            if hit is not None:
+                return hit
             reply = self._request(ResolveRequest(sender, address), ResolveReply)
             if not reply.failed:        # never cache "try again later"
-                self._last_resolve = (now + CACHE_TTL, sender, address, reply)
+                if len(self._resolved) >= RESOLVE_CACHE_SIZE:
+                    self._resolved.pop(next(iter(self._resolved)))   # oldest first
+                self._resolved[(sender, address)] = (self._clock() + CACHE_TTL, reply)
             return reply
+
+    def resolve_nowait(self, sender: str, address: str) -> ResolveReply | None:
+        """The cached answer, or None: never blocks on trivial-rewrite, so
+        an event loop (qmgr) can skip the hop to a worker thread when the
+        answer is known."""
+        with self._lock:
+            return self._cached(sender, address)
+
+    def _cached(self, sender: str, address: str) -> ResolveReply | None:
+        hit = self._resolved.get((sender, address))
+        if hit is None:
+            return None
+        if self._clock() >= hit[0]:
+            del self._resolved[(sender, address)]
+            return None
+        return hit[1]
 
     def close(self) -> None:
         if self._conn is not None:

@@ -7,9 +7,10 @@ Message content comes in as Postfix content records: an iterable of
 REC_CONT (a piece of a longer line).  It is streamed to the destination one
 record at a time, so memory does not grow with the message size.
 
-Failures raise MailboxError, which carries the RFC 3463 status that decides
-between defer (4.x.x) and bounce (5.x.x), exactly as Postfix's mbox_dsn()
-maps errno values; callers never parse the text.
+Failures raise MailboxError, which carries the RFC 3463 status; callers
+never parse the text.  Every mailbox failure is transient (4.x.x): the
+mail stays queued with the reason (see mbox_dsn() for why this differs
+from Postfix).
 """
 
 from pfy.mailbox._errors import MailboxError, mbox_dsn

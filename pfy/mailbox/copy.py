@@ -77,7 +77,7 @@ class _LimitedWriter:
 
     Postfix enforces mailbox_size_limit with setrlimit(RLIMIT_FSIZE), so a
     write past the limit fails with EFBIG; we raise the same errno so that
-    mbox_dsn() maps it the same way (5.2.2).
+    mbox_dsn() maps it the same way (4.2.2: mail stays queued).
     """
 
     def __init__(self, fd: int, start: int, limit: int):

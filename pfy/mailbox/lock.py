@@ -76,9 +76,9 @@ def dot_lock(path: str, settings: LockSettings) -> None:
         settings.sleep(settings.delay)
     if err == errno.EEXIST:
         # mbox_open.c: a lock held by someone else is "try again".
-        raise MailboxError(mbox_dsn(errno.EAGAIN, "5.2.0"),
+        raise MailboxError(mbox_dsn(errno.EAGAIN, "4.2.0"),
                            f"unable to create lock file {lock_path}: file exists")
-    raise MailboxError(mbox_dsn(err, "5.2.0"),
+    raise MailboxError(mbox_dsn(err, "4.2.0"),
                        f"unable to create lock file {lock_path}: {os.strerror(err)}")
 
 
@@ -98,10 +98,10 @@ def lock_fd(fd: int, method: str, settings: LockSettings) -> None:
             return
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise MailboxError(mbox_dsn(exc.errno, "5.2.0"),
+                raise MailboxError(mbox_dsn(exc.errno, "4.2.0"),
                                    f"unable to lock for exclusive access: {exc.strerror}")
         if attempt < settings.attempts:
             settings.sleep(settings.delay)
-    raise MailboxError(mbox_dsn(errno.EAGAIN, "5.2.0"),
+    raise MailboxError(mbox_dsn(errno.EAGAIN, "4.2.0"),
                        "unable to lock for exclusive access: "
                        + os.strerror(errno.EAGAIN))

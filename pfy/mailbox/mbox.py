@@ -37,7 +37,7 @@ def deliver_mbox(path: str, records: Iterable[tuple[int, bytes]], opts: CopyOpti
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
-            raise MailboxError(mbox_dsn(exc.errno, "5.2.0"),
+            raise MailboxError(mbox_dsn(exc.errno, "4.2.0"),
                                f"cannot open file: {exc.strerror}") from None
         try:
             st = os.fstat(fd)
@@ -48,7 +48,7 @@ def deliver_mbox(path: str, records: Iterable[tuple[int, bytes]], opts: CopyOpti
                 if method != "dotlock":
                     lock_fd(fd, method, locks)
             if not stat.S_ISREG(st.st_mode):
-                raise MailboxError("5.2.0", f"destination {path} is not a regular file")
+                raise MailboxError("4.2.0", f"destination {path} is not a regular file")
             if owner_uid is not None and st.st_uid != owner_uid:
                 raise MailboxError("4.2.0", f"destination {path} is not owned by recipient")
             start = os.lseek(fd, 0, os.SEEK_END)
@@ -57,7 +57,7 @@ def deliver_mbox(path: str, records: Iterable[tuple[int, bytes]], opts: CopyOpti
                 os.fsync(fd)
             except OSError as exc:
                 _truncate(fd, start)
-                raise MailboxError(mbox_dsn(exc.errno, "5.3.0"),
+                raise MailboxError(mbox_dsn(exc.errno, "4.3.0"),
                                    f"error writing message: {exc.strerror}") from None
             except BaseException:
                 _truncate(fd, start)

@@ -82,6 +82,22 @@ def test_headers_added_and_addresses_rewritten(instance):
     assert f"{qid}: message-id=<" in log
 
 
+def test_missing_empty_line_after_headers_is_inserted(instance):
+    # `echo hi | sendmail user`: "hi" ends the (empty) header block; Debian's
+    # Postfix delivers the added headers, an empty line, then "hi".
+    root, path = instance
+    qid = submit(path, "joe", ["carol@example.com"], [b"hi"])
+    _, lines = read(root, qid)
+    assert lines[-2:] == ["", "hi"], lines
+    assert all(":" in ln for ln in lines[:-2])
+    qid = submit(path, "joe", ["carol@example.com"], [b"X-A: b", b"hi", b"there"])
+    _, lines = read(root, qid)
+    assert lines[-3:] == ["", "hi", "there"] and "X-A: b" in lines
+    qid = submit(path, "joe", ["carol@example.com"], [b"X-A: b", b"", b"hi"])
+    _, lines = read(root, qid)
+    assert lines.count("") == 1
+
+
 def test_undisclosed_recipients_and_loop_safe_virtual(instance):
     root, path = instance
     qid = submit(path, "joe@example.com", ["loop1@example.com"], [b"Subject: x", b"", b"b"])

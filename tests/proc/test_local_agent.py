@@ -120,13 +120,14 @@ def test_unknown_user_bounces_511(env):
     assert (res.status, res.dsn) == ("deferred", "4.1.1")
 
 
-def test_size_limit_bounces_522_like_postfix(env):
+def test_size_limit_defers_422(env):
+    # issue 3 (not Postfix, which bounces 5.2.2): the mail stays queued.
     queue, me, tmp = env
     cfg = make_cfg(tmp, home_mailbox="mbox", mailbox_size_limit="100",
                    message_size_limit="50")
     qid, envl = submit(queue, ["alice@host"], body=[b"x" * 200])
     (res,) = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl)).results
-    assert (res.status, res.dsn) == ("bounced", "5.2.2")
+    assert (res.status, res.dsn) == ("deferred", "4.2.2")
     assert res.reason.startswith(f"cannot update mailbox {me.home}/mbox for user alice. ")
 
 
@@ -181,3 +182,33 @@ def test_mailbox_transport_passes_the_recipient(env):
 ])
 def test_split_extension(local, delim, want):
     assert split_extension(local, delim) == want
+
+
+def test_forwarding_loop_bounces_546(env):
+    # luser_relay pointing at an address the message was already delivered
+    # to: the Delivered-To header stops the loop (local(8), 5.4.6).
+    queue, me, tmp = env
+    cfg = make_cfg(tmp, home_mailbox="Maildir/", luser_relay="ghost@host")
+    with queue.create("incoming") as w:
+        w.time()
+        w.sender("bob@remote.example")
+        w.recipient("ghost@host")
+        w.begin_content()
+        for line in (b"Delivered-To: Ghost@host", b"Subject: t", b"", b"x"):
+            w.content_line(line)
+        w.end_content()
+        qid = w.commit()
+    entry = queue.move(queue.entry("incoming", qid), "active")
+    with QueueFileReader(entry.path) as r:
+        envl = r.read_envelope()
+    (res,) = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl)).results
+    assert (res.status, res.dsn) == ("bounced", "5.4.6")
+    assert res.reason == "mail forwarding loop for ghost@host"
+
+
+def test_expand_local_variables():
+    from pfy.daemons.local.agent import expand_local
+    assert expand_local("$user+lost@x", "bob+a@h", "bob", "a", "+") == "bob+lost@x"
+    assert expand_local("admin${extension?+}${extension}@h", "bob+a@h", "bob", "a", "+") == "admin+a@h"
+    assert expand_local("admin${extension?+}${extension}@h", "bob@h", "bob", "", "+") == "admin@h"
+    assert expand_local("${domain:none}/$local", "bob@h", "bob", "", "+") == "/bob"

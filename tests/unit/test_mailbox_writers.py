@@ -72,7 +72,7 @@ def test_continuation_records_are_one_line_and_quoted_once(tmp_path):
     assert body == b">From From x\ntail\n\n", body
 
 
-def test_size_limit_truncates_back_and_bounces(tmp_path):
+def test_size_limit_truncates_back_and_defers(tmp_path):
     box = tmp_path / "m"
     opts = CopyOptions(sender="a@x", mbox=True)
     deliver_mbox(str(box), lines(b"x" * 100), opts)
@@ -80,7 +80,7 @@ def test_size_limit_truncates_back_and_bounces(tmp_path):
     big = CopyOptions(sender="a@x", mbox=True, size_limit=len(before) + 150)
     with pytest.raises(MailboxError) as info:
         deliver_mbox(str(box), lines(b"y" * 300), big)
-    assert info.value.status == "5.2.2"
+    assert info.value.status == "4.2.2"
     assert "File too large" in info.value.reason
     assert box.read_bytes() == before
 
@@ -97,7 +97,7 @@ def test_not_regular_file_and_wrong_owner(tmp_path):
     with pytest.raises(MailboxError) as info:
         deliver_mbox(str(tmp_path), MSG, CopyOptions(sender="a@x", mbox=True),
                      locks=LockSettings(methods=("fcntl",)))
-    assert info.value.status.startswith("5.2")
+    assert info.value.status.startswith("4.2")     # queued, not bounced (issue 3)
     box = tmp_path / "m"
     with pytest.raises(MailboxError) as info:
         deliver_mbox(str(box), MSG, CopyOptions(sender="a@x", mbox=True),
@@ -160,9 +160,10 @@ def test_lock_methods_parse():
 def test_mbox_dsn_table():
     assert mbox_dsn(errno.EAGAIN, "5.2.0") == "4.2.0"
     assert mbox_dsn(errno.ENOSPC, "5.2.0") == "4.3.0"
-    assert mbox_dsn(errno.EDQUOT, "5.2.0") == "5.2.2"
-    assert mbox_dsn(errno.EFBIG, "5.2.0") == "5.2.2"
-    assert mbox_dsn(errno.EACCES, "5.2.0") == "5.2.0"
+    # issue 3: a full or unwritable mailbox keeps the mail queued.
+    assert mbox_dsn(errno.EDQUOT, "4.2.0") == "4.2.2"
+    assert mbox_dsn(errno.EFBIG, "4.2.0") == "4.2.2"
+    assert mbox_dsn(errno.EACCES, "4.2.0") == "4.2.0"
 
 
 def test_maildir_creates_dirs_and_moves_tmp_to_new(tmp_path):
@@ -194,7 +195,7 @@ def test_maildir_size_limit_leaves_nothing(tmp_path):
     md = tmp_path / "M"
     with pytest.raises(MailboxError) as info:
         deliver_maildir(str(md), lines(b"x" * 500), CopyOptions(sender="a@x", size_limit=100))
-    assert info.value.status == "5.2.2"
+    assert info.value.status == "4.2.2"
     assert os.listdir(md / "tmp") == [] and not (md / "new").exists()
 
 
@@ -207,3 +208,4 @@ def test_maildir_unwritable_is_reported(tmp_path):
     with pytest.raises(MailboxError) as info:
         deliver_maildir(str(md), MSG, CopyOptions(sender="a@x"))
     assert "create maildir file" in info.value.reason
+    assert info.value.status == "4.2.0"

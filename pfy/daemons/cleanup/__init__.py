@@ -180,6 +180,9 @@ def main() -> None:
     from pfy.tables.search import Maps
 
     def pre_jail(ctx) -> None:
+        # run_in_executor imports its thread pool on first use: after the
+        # chroot that import fails (panic on the first message).
+        import concurrent.futures.thread  # noqa: F401
         cfg = ctx.cfg
         tables: dict = {}
 

@@ -186,6 +186,7 @@ class Cleanup:
         self.walker = ContentWalker(settings.header_size_limit, settings.mime_nesting_limit,
                                     mime=not settings.disable_mime_input_processing)
         self.line_parts: list[bytes] = []
+        self._body_started: bool | None = None   # False: primary headers just ended
         self.content_seen = False
         self.hold = False
         self.discard = False
@@ -542,7 +543,16 @@ class Cleanup:
             elif ev == "header_end":
                 if kind == PRIMARY:
                     self._headers_done()
+                    self._body_started = False
             else:
+                if self._body_started is False:
+                    self._body_started = True
+                    if text != "":
+                        # A non-header line ended the primary headers (as
+                        # in `echo hi | sendmail user`): Postfix's MIME
+                        # state machine puts the missing empty line in, so
+                        # readers see "hi" as body, not as a broken header.
+                        self._write_line("")
                 self._body(text)
 
     def _body(self, line: str) -> None:

@@ -1,14 +1,14 @@
 """local(8)'s delivery logic: one request, each recipient to its mailbox.
 
 Kept apart from the skeleton so tests drive it with a socketpair and a
-fake passwd.  Writes happen in a child that runs as the recipient (when we
-are root), so a mailbox path cannot be used to make root write anywhere.
+fake passwd.  Mailbox writes happen with the recipient's effective ids
+(when we are root), so a mailbox path cannot be used to make root write
+anywhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pwd
 import re
@@ -21,6 +21,7 @@ from typing import Callable
 
 from pfy import log
 from pfy.ipc.attr import ProtocolError
+from pfy.ipc.cleanup_client import CleanupClient, CleanupRejected
 from pfy.ipc.delivery import (AgentSession, DeliveryReply, DeliveryRequest,
                               RequestRecipient, read_request, send_reply)
 from pfy.mailbox import (CopyOptions, LockSettings, MailboxError, deliver_maildir,
@@ -28,7 +29,7 @@ from pfy.mailbox import (CopyOptions, LockSettings, MailboxError, deliver_maildi
 from pfy.mailbox.copy import copy_message
 from pfy.queue.queue_file import QueueFileReader
 
-__all__ = ["User", "LocalAgent", "split_extension", "setup", "serve_one"]
+__all__ = ["User", "LocalAgent", "split_extension", "expand_local", "setup", "serve_one"]
 
 # Postfix sys_exits.c: sysexits.h code -> DSN status and text.
 SYS_EXITS = {
@@ -48,6 +49,40 @@ COMMAND_OUTPUT_LIMIT = 1024
 _SHELL_MAGIC = re.compile(r"""[|&;<>()$`\\"'*?\[#~=%\n]""")
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 _PATH = "/usr/bin:/bin"          # local(8): "PATH is reset to a system default"
+
+
+# Postfix cleanup_user.h: CLEANUP_FLAG_MASK_INTERNAL = CLEANUP_FLAG_MAP_OK
+# (1 << 5): mail re-submitted by local gets virtual alias expansion but no
+# header/body checks and no bcc (those ran when it first arrived).
+CLEANUP_FLAG_MASK_INTERNAL = 1 << 5
+# How far _delivered_to() reads for Delivered-To: headers (Postfix's
+# delivered_hdr reads the primary header only; this bounds a header-only
+# message of any size).
+MAX_HEADER_LINES = 10000
+_LOCAL_VAR = re.compile(r"\$(?:\{(\w+)(?:([?:])([^}]*))?\}|(\w+))")
+
+
+def expand_local(template: str, recipient: str, user: str, extension: str,
+                 delimiter: str) -> str:
+    """local(8)'s expansion of luser_relay (and, in issue 4, of .forward
+    and alias commands): $user, $local, $extension, $domain, $recipient,
+    $recipient_delimiter, and ${name?text} / ${name:text}."""
+    local, at, domain = recipient.rpartition("@")
+    if not at:
+        local, domain = recipient, ""
+    values = {"user": user, "local": local, "extension": extension, "domain": domain,
+              "recipient": recipient,
+              "recipient_delimiter": delimiter[:1] if extension else ""}
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(4)
+        value = values.get(name.lower(), "")
+        if m.group(2) == "?":
+            return m.group(3) if value else ""
+        if m.group(2) == ":":
+            return "" if value else m.group(3)
+        return value
+    return _LOCAL_VAR.sub(sub, template)
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,16 @@ class LocalAgent:
             if self.cfg.fallback_transport:
                 self.pass_to(s, rcpt, self.cfg.fallback_transport)
                 return
+            # A raw parameter, as in Postfix's local.c raw_table: $user and
+            # friends are local(8)'s, not main.cf's, so take it unexpanded.
+            relay = self.cfg.raw_or_default("luser_relay")
+            if relay:
+                # local(8) unknown.c: the expanded luser_relay address gets
+                # the message, re-submitted through cleanup.
+                target = expand_local(relay, rcpt.address, name, ext,
+                                      self.cfg.recipient_delimiter)
+                self.forward(s, reader, rcpt, [target])
+                return
             # local(8) unknown.c: "unknown user: \"%s\"", 5.1.1.
             s.bounce(rcpt, "5.1.1", f'unknown user: "{name}"', self.service)
             return
@@ -190,38 +235,27 @@ class LocalAgent:
     def _as_user(self, uid: int, gid: int, work: Callable[[], None]) -> tuple[str, str] | None:
         """Run work() with the given identity; (status, reason) on failure.
 
-        As root: in a forked child that drops to uid/gid (the daemon keeps
-        root for the next recipient).  Unprivileged: in-process (we already
-        are the only user we can deliver to).
+        As root: with the effective uid, gid and groups of the recipient
+        (Postfix's set_eugid() around a mailbox write), so the kernel
+        checks every open, create and link as that user and new files are
+        theirs; root comes back from the saved uid afterwards.  A fork per
+        delivery would cost more than the delivery itself (the profile of
+        a Maildir stream showed it as half of local's time).
+        Unprivileged: as we are (we already are the only user we deliver to).
         """
         if self.euid != 0 or os.geteuid() != 0:
             return _run_work(work)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:                                   # child
-            code = 0
-            try:
-                os.close(r)
-                os.setgroups([])
-                os.setgid(gid)
-                if uid:
-                    os.setuid(uid)
-                res = _run_work(work)
-                os.write(w, json.dumps(res).encode())
-            except BaseException:                      # noqa: BLE001 - report by exit code
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(w)
-        chunks = []
-        while chunk := os.read(r, 65536):
-            chunks.append(chunk)
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and chunks:
-            res = json.loads(b"".join(chunks))
-            return None if res is None else (res[0], res[1])
-        return ("4.3.0", "mail system error: delivery process failed")
+        groups = os.getgroups()
+        try:
+            os.setgroups([gid])
+            os.setegid(gid)
+            if uid:
+                os.seteuid(uid)
+            return _run_work(work)
+        finally:
+            os.seteuid(0)           # first: the calls below need root
+            os.setegid(0)
+            os.setgroups(groups)
 
     # -- commands -----------------------------------------------------------
     def deliver_command(self, s: AgentSession, reader: QueueFileReader, rcpt: RequestRecipient,
@@ -280,6 +314,52 @@ class LocalAgent:
         if m:                           # local(8): the command's own code wins
             dsn = m.group(1)
         s.status(rcpt, dsn, f'Command died with status {code}: "{command}"{suffix}', self.service)
+
+    # -- re-submission (luser_relay now; aliases and .forward in issue 4) -------
+    def forward(self, s: AgentSession, reader: QueueFileReader, rcpt: RequestRecipient,
+                addresses: list[str]) -> None:
+        """Send the message on to new recipients: Postfix's forward_append()
+        + forward_finish().  A new queue file is made by cleanup (with
+        virtual alias expansion, without header/body checks: Postfix's
+        CLEANUP_FLAG_MASK_INTERNAL), with "Delivered-To: rcpt" on top so a
+        forwarding loop is seen; the recipient is then done, logged as
+        "forwarded as ID".  An expander (issue 4) calls this for aliases
+        and .forward entries that are addresses."""
+        if self._delivered_to(reader, rcpt.address):
+            # local(8) delivered_hdr: "mail forwarding loop for %s", 5.4.6
+            s.bounce(rcpt, "5.4.6", f"mail forwarding loop for {rcpt.address}", self.service)
+            return
+        req = s.request
+        path = os.path.join(self.queue_root, "public", "cleanup")
+        orig = rcpt.orig_rcpt or rcpt.address
+        attrs = {"rewrite_context": "local"}
+        try:
+            with CleanupClient.open(path, CLEANUP_FLAG_MASK_INTERNAL,
+                                    timeout=self.cfg.ipc_timeout) as c:
+                c.envelope(req.sender, [(a, orig) for a in addresses], attrs=attrs,
+                           arrival=req.arrival_time)
+                c.line(b"Delivered-To: " + rcpt.address.encode("utf-8", "surrogateescape"))
+                for rtype, data in reader.content_records():
+                    c.record(rtype, data)
+                queue_id = c.finish()
+        except CleanupRejected as exc:
+            s.status(rcpt, exc.dsn, f"cannot forward: {exc.reason}", self.service)
+            return
+        except (OSError, EOFError, ProtocolError) as exc:
+            s.defer(rcpt, "4.3.0", f"mail forwarding transaction failed: {exc}", self.service)
+            return
+        s.sent(rcpt, f"forwarded as {queue_id}", self.service)
+
+    @staticmethod
+    def _delivered_to(reader: QueueFileReader, address: str) -> bool:
+        """Does the message header already say Delivered-To: address?"""
+        want = address.lower().encode("utf-8", "surrogateescape")
+        for n, line in enumerate(reader.content_lines()):
+            if not line or n >= MAX_HEADER_LINES:
+                return False
+            if line[:13].lower() == b"delivered-to:" and line[13:].strip().lower() == want:
+                return True
+        return False
 
     # -- handing a recipient to another transport (deliver_pass) -------------
     def _pass_to_transport(self, s: AgentSession, rcpt: RequestRecipient, spec: str) -> None:

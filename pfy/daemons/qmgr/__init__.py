@@ -74,7 +74,25 @@ def make_resolver(root: str):
         if r.failed:
             raise ResolveError("address resolver failure")
         return Resolved(r.transport, r.nexthop, r.recipient)
+
+    def resolve_nowait(sender: str, address: str) -> Resolved | None:
+        r = client.resolve_nowait(sender, address)
+        return None if r is None else Resolved(r.transport, r.nexthop, r.recipient)
+    resolve.nowait = resolve_nowait
     return resolve
+
+
+def _preload(ctx) -> None:
+    """Everything qmgr will import, loaded while we can still read it: the
+    interpreter's and pfy's files may be unreadable to mail_owner (a
+    Python under /root), and are outside the jail if master.cf says "y"."""
+    import concurrent.futures.thread  # noqa: F401 - run_in_executor's pool
+    import pfy.daemons.qmgr.active  # noqa: F401
+    import pfy.daemons.qmgr.scheduler  # noqa: F401
+    import pfy.ipc.channel  # noqa: F401
+    import pfy.ipc.rewrite_client  # noqa: F401
+    import pfy.queue.directory  # noqa: F401
+    ctx.data["maxproc"] = _process_limits(ctx.cfg)
 
 
 def _setup(ctx) -> None:
@@ -83,7 +101,7 @@ def _setup(ctx) -> None:
     from pfy.queue.directory import Queue
 
     cfg = ctx.cfg
-    maxproc = _process_limits(cfg)
+    maxproc = ctx.data.get("maxproc") or _process_limits(cfg)
     limits: dict[str, TransportLimits] = {}
 
     def limits_for(transport: str) -> TransportLimits:
@@ -103,17 +121,42 @@ def _setup(ctx) -> None:
         retry_delay=cfg.minimal_backoff_time, ipc_timeout=cfg.qmgr_ipc_timeout)
     engine.recover()
     ctx.data["engine"] = engine
-    # The skeleton has no "loop started" hook; a byte in our own FIFO makes
-    # the first wake-up scan incoming/ and deferred/ as Postfix's qmgr does
-    # at start (QMGR_SCAN_START).
+    if not ctx.options.standalone:
+        _wake_self(b"D")
+
+
+def _wake_self(request: bytes) -> None:
+    """Queue a wake-up for ourselves, so the first pass of the serve loop
+    scans incoming/ and deferred/ as Postfix's qmgr does at start
+    (QMGR_SCAN_START): the skeleton has no "loop started" hook.
+
+    Works for every type master.cf may give qmgr (Postfix 3.x ships it as
+    "unix", older ones as "fifo"): a byte written into our own FIFO, or a
+    connection to our own listening socket, which sits in the backlog
+    until the loop accepts it.  Without this, mail left in incoming/ (or
+    put back from active/ by recover()) would wait for master's 300 s
+    wake-up timer."""
+    import socket
     from pfy.server import master_proto
     from pfy.server.lifecycle import fd_kind
     fd = master_proto.LISTEN_FD
     try:
-        if fd_kind(fd) == "fifo":
-            os.write(fd, b"D")
-    except OSError:
-        pass
+        kind = fd_kind(fd)
+        if kind == "fifo":
+            os.write(fd, request)
+        elif kind == "stream":
+            lsock = socket.socket(fileno=os.dup(fd))
+            try:
+                addr, family = lsock.getsockname(), lsock.family
+            finally:
+                lsock.close()
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(addr)
+                s.sendall(request)
+    except OSError as exc:
+        from pfy import log
+        log.warning(f"cannot schedule the start-up queue scan: {exc}")
 
 
 def on_trigger(ctx, request: bytes) -> None:
@@ -134,5 +177,5 @@ def _arm_timer(ctx) -> None:
 
 def main() -> None:
     from pfy.server import trigger
-    trigger.serve(on_trigger, post_jail=_setup, solitary=True, unlimited=True,
+    trigger.serve(on_trigger, pre_jail=_preload, post_jail=_setup, solitary=True, unlimited=True,
                   program="qmgr")
