@@ -32,7 +32,7 @@ from pfy.queue.record import (
 )
 
 __all__ = ["PROTOCOL", "CleanupOpen", "CleanupQueueId", "CleanupStatus",
-           "CleanupClient", "CleanupRejected"]
+           "CleanupClient", "CleanupRejected", "input_flags"]
 
 PROTOCOL = "cleanup_protocol"
 # Content record size: line_length_limit's default (postconf(5)), so a
@@ -59,6 +59,33 @@ class CleanupStatus:
     queue_id: str
     code: int               # SMTP reply code for smtpd (250, 451, 550, ...)
     reason: str             # "5.7.1 message content rejected" ("" when queued)
+
+
+# Postfix cleanup_user.h values (also in pfy.daemons.cleanup.core, which
+# clients must not import).
+_FLAG_BOUNCE = 1 << 0
+_FLAG_FILTER = 1 << 1
+_FLAG_BCC_OK = 1 << 4
+_FLAG_MAP_OK = 1 << 5
+_FLAG_MILTER = 1 << 6
+_FLAG_MASK_EXTERNAL = _FLAG_FILTER | _FLAG_BCC_OK | _FLAG_MAP_OK | _FLAG_MILTER
+
+
+def input_flags(receive_override_options, bounce: bool = False) -> int:
+    """The cleanup flags of an external client (smtpd, pickup, qmqpd)
+    less what receive_override_options turns off (Postfix input_transp.c):
+    no_address_mappings (canonical, masquerade, virtual alias, bcc maps),
+    no_header_body_checks, no_milters.  no_unknown_recipient_checks is
+    smtpd's own business."""
+    flags = _FLAG_MASK_EXTERNAL | (_FLAG_BOUNCE if bounce else 0)
+    opts = {o.lower() for o in (receive_override_options or ())}
+    if "no_address_mappings" in opts:
+        flags &= ~(_FLAG_MAP_OK | _FLAG_BCC_OK)
+    if "no_header_body_checks" in opts:
+        flags &= ~_FLAG_FILTER
+    if "no_milters" in opts:
+        flags &= ~_FLAG_MILTER
+    return flags
 
 
 class CleanupRejected(Exception):

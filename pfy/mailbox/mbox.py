@@ -22,17 +22,35 @@ __all__ = ["deliver_mbox"]
 
 def deliver_mbox(path: str, records: Iterable[tuple[int, bytes]], opts: CopyOptions,
                  locks: LockSettings = LockSettings(), owner_uid: int | None = None,
-                 chown: tuple[int, int] | None = None) -> None:
+                 chown: tuple[int, int] | None = None, file_target: bool = False) -> None:
     """Append one message to the mbox at path; MailboxError on failure.
 
     owner_uid: with strict_mailbox_ownership, the uid the file must have
     (None: not checked).  chown: (uid, gid) to give a newly created file
     (delivery into a root-owned spool as root).
+    file_target: a /file/name of an alias or .forward (local/file.c): a
+    dot-lock that cannot be made for lack of permission is skipped
+    (MBOX_DOT_LOCK_MAY_FAIL), and a file that is not regular (/dev/null,
+    a FIFO) is written without locks or truncation.
     """
     dotlocked = False
-    if "dotlock" in locks.methods:
-        dot_lock(path, locks)
-        dotlocked = True
+    if file_target:
+        try:
+            special = not stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            special = False
+    else:
+        special = False
+    if "dotlock" in locks.methods and not special:
+        try:
+            dot_lock(path, locks)
+            dotlocked = True
+        except MailboxError as exc:
+            # MBOX_DOT_LOCK_MAY_FAIL: the directory of a /file target need
+            # not be writable by its user; a lock held by another is not
+            # skipped ("file exists": try again later).
+            if not file_target or exc.reason.endswith("file exists"):
+                raise
     try:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -44,6 +62,13 @@ def deliver_mbox(path: str, records: Iterable[tuple[int, bytes]], opts: CopyOpti
             if chown is not None and st.st_size == 0 and st.st_uid != chown[0]:
                 os.fchown(fd, *chown)
                 st = os.fstat(fd)
+            if file_target and not stat.S_ISREG(st.st_mode):
+                try:
+                    copy_message(records, fd, opts)
+                except OSError as exc:
+                    raise MailboxError(mbox_dsn(exc.errno, "4.3.0"),
+                                       f"error writing message: {exc.strerror}") from None
+                return
             for method in locks.methods:
                 if method != "dotlock":
                     lock_fd(fd, method, locks)

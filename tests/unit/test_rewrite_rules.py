@@ -111,7 +111,7 @@ def resolver(**kw):
     ("user@[192.0.2.9]", "local", "host.example.com", "user@[192.0.2.9]", CLASS_LOCAL),
     ("", "local", "host.example.com", "MAILER-DAEMON@host.example.com", CLASS_LOCAL),
     # the virtual alias domain class
-    ("user@alias.example", "error", "User unknown in virtual alias table",
+    ("user@alias.example", "error", "5.1.1 User unknown in virtual alias table",
      "user@alias.example", CLASS_ALIAS),
     # the virtual mailbox domain class
     ("user@mbox.example", "virtual", "mbox.example", "user@mbox.example", CLASS_VIRTUAL),

@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import struct
 
 from pfy.ipc.attr import ProtocolError
 from pfy.ipc.channel import AsyncAttrConnection
 from pfy.ipc.cleanup_client import PROTOCOL, CleanupOpen, CleanupQueueId, CleanupStatus
-from pfy.queue.record import REC_END
+from pfy.queue.record import REC_END, REC_MESG
 
 from .core import STAT_BAD, Cleanup, Settings, status_reply
 
@@ -103,6 +105,9 @@ def settings_from_config(cfg, open_maps) -> Settings:
         remote_header_rewrite_domain=cfg.remote_header_rewrite_domain,
         enable_long_queue_ids=cfg.enable_long_queue_ids,
         line_length_limit=cfg.line_length_limit,
+        message_drop_headers=frozenset(h.lower() for h in _classes(cfg.message_drop_headers)),
+        body_checks_size_limit=cfg.body_checks_size_limit,
+        content_filter=cfg.content_filter,
     )
 
 
@@ -112,9 +117,44 @@ def _client_name(attrs: dict) -> str:
     return f"{name or 'unknown'}[{addr}]" if addr else "local"
 
 
+def peer_uid(writer) -> tuple[int, int] | None:
+    """(uid, pid) of a Unix-domain peer, from the kernel (SO_PEERCRED);
+    None for anything else."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid, pid
+
+
+def trusted_uids(cfg) -> frozenset:
+    """Who may talk to public/cleanup: root, mail_owner, and the user the
+    instance runs as (an ordinary user's instance).  Everyone else goes
+    through sendmail/postdrop and pickup, which stamps the real uid: a
+    local user who could feed cleanup directly could forge a sender,
+    client attributes and trusted records (DESIGN, Privileges)."""
+    import pwd
+    uids = {0, os.getuid()}
+    try:
+        uids.add(pwd.getpwnam(cfg.mail_owner).pw_uid)
+    except KeyError:
+        pass
+    return frozenset(uids)
+
+
 async def serve_client(svc: dict, reader, writer) -> None:
-    """One message. svc: settings, queue, rewrite, is_local, log, wake."""
+    """One message. svc: settings, queue, rewrite, is_local, log, wake,
+    and "trusted": the uids allowed to connect (None: no check)."""
     loop = asyncio.get_running_loop()
+    trusted = svc.get("trusted")
+    if trusted is not None:
+        peer = peer_uid(writer)
+        if peer is not None and peer[0] not in trusted:
+            svc["log"].warning(f"public/cleanup: refusing connection from uid {peer[0]} "
+                               f"(pid {peer[1]}): not root, mail_owner or the instance "
+                               "owner; local users submit with sendmail(1)")
+            return
     conn = AsyncAttrConnection(reader, writer)
     conn.greet(PROTOCOL)
     await conn.flush()
@@ -139,11 +179,14 @@ async def serve_client(svc: dict, reader, writer) -> None:
             core.feed(rtype, data)
         core.client = _client_name(core.attrs)
 
+    content = False                 # an M record came: a message was under way
     try:
         conn.send(CleanupQueueId(qwriter.queue_id))
         await conn.flush()
         batch = []
         async for rec in conn.records():
+            if rec[0] == REC_MESG:
+                content = True
             batch.append(rec)
             if len(batch) >= BATCH:
                 await loop.run_in_executor(None, feed_all, batch)
@@ -153,7 +196,10 @@ async def serve_client(svc: dict, reader, writer) -> None:
         result = await loop.run_in_executor(None, core.finish)
     except (EOFError, ProtocolError, ConnectionError) as err:
         # The client went away or broke the protocol: nothing was promised.
-        svc["log"].warning(f"{qwriter.queue_id}: client disconnected or protocol error: {err}")
+        # smtpd opens a session at the first RCPT and closes it on RSET or
+        # QUIT without a message: that is no error (Postfix is silent).
+        if content or not isinstance(err, (EOFError, ConnectionError)):
+            svc["log"].warning(f"{qwriter.queue_id}: client disconnected or protocol error: {err}")
         qwriter.abort()
         return
     except BaseException:
@@ -199,10 +245,10 @@ def main() -> None:
                                  cfg.inet_interfaces, cfg.proxy_interfaces)
         except TableError as err:
             raise Fatal(str(err)) from None
-        ctx.data["pre"] = (settings, local)
+        ctx.data["pre"] = (settings, local, trusted_uids(cfg))
 
     def post_jail(ctx) -> None:
-        settings, local = ctx.data["pre"]
+        settings, local, trusted = ctx.data["pre"]
         cfg = ctx.cfg
         root = ctx.queue_directory
         rw = RewriteClient(os.path.join(root, "private", "rewrite"))
@@ -221,6 +267,7 @@ def main() -> None:
                            hash_queue_names=tuple(cfg.hash_queue_names),
                            long_ids=cfg.enable_long_queue_ids),
             "rewrite": rw.rewrite, "is_local": is_local, "log": logger, "wake": wake,
+            "trusted": trusted,
         }
 
     async def session(ctx, reader, writer) -> None:

@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass, field
 
 from pfy.message.checks import dsn_reply, parse_action
-from pfy.message.headers import DROP, RECIP, RESENT, SENDER, header_info, split_header
+from pfy.message.headers import RECIP, RESENT, SENDER, header_info, split_header
 from pfy.message.mime import BODY, PRIMARY, ContentWalker
 from pfy.queue.record import (
     REC_ATTR, REC_CONT, REC_DSN_ENVID, REC_DSN_NOTIFY, REC_DSN_ORCPT, REC_DSN_RET,
-    REC_END, REC_FILT, REC_FROM, REC_FULL, REC_MESG, REC_NORM, REC_ORCP, REC_RCPT,
+    REC_END, REC_FILT, REC_FLGS, REC_FROM, REC_FULL, REC_MESG, REC_NORM, REC_ORCP, REC_RCPT,
     REC_RDR, REC_TIME, REC_XTRA,
 )
 from pfy.smtp.address import (
@@ -45,7 +45,7 @@ from .addresses import ExpansionError, expand_virtual, map11, masquerade
 __all__ = [
     "Cleanup", "Settings", "Result",
     "FLAG_BOUNCE", "FLAG_FILTER", "FLAG_HOLD", "FLAG_DISCARD", "FLAG_BCC_OK",
-    "FLAG_MAP_OK", "FLAG_MASK_EXTERNAL",
+    "FLAG_MAP_OK", "FLAG_MILTER", "FLAG_MASK_EXTERNAL", "FLAG_MASK_EXTRA",
     "STAT_OK", "STAT_BAD", "STAT_WRITE", "STAT_SIZE", "STAT_CONT", "STAT_HOPS",
     "STAT_RCPT", "STAT_DEFER", "status_reply",
 ]
@@ -57,7 +57,11 @@ FLAG_HOLD = 1 << 2         # put the message on hold
 FLAG_DISCARD = 1 << 3      # discard the message
 FLAG_BCC_OK = 1 << 4       # always_bcc, sender/recipient_bcc_maps
 FLAG_MAP_OK = 1 << 5       # canonical, masquerade, virtual alias maps
-FLAG_MASK_EXTERNAL = FLAG_FILTER | FLAG_BCC_OK | FLAG_MAP_OK
+FLAG_MILTER = 1 << 6       # milter applications (pfy has none yet)
+FLAG_MASK_EXTERNAL = FLAG_FILTER | FLAG_BCC_OK | FLAG_MAP_OK | FLAG_MILTER
+# cleanup_user.h CLEANUP_FLAG_MASK_EXTRA: what a REC_FLGS record in the
+# envelope may add (smtpd's HOLD and DISCARD access actions).
+FLAG_MASK_EXTRA = FLAG_HOLD | FLAG_DISCARD
 
 # Postfix global/cleanup_user.h: status bits.
 STAT_OK = 0
@@ -128,6 +132,11 @@ class Settings:
     remote_header_rewrite_domain: str = ""
     enable_long_queue_ids: bool = False
     line_length_limit: int = 2048
+    # postconf -d message_drop_headers (Postfix 3.7)
+    message_drop_headers: frozenset = frozenset(
+        {"bcc", "content-length", "resent-bcc", "return-path"})
+    body_checks_size_limit: int = 51200
+    content_filter: str = ""
 
 
 @dataclass
@@ -194,6 +203,10 @@ class Cleanup:
         self.redirect = ""
         self.extra_bcc: list[str] = []
         self.sender_bcc = ""
+        self.client_filter = ""         # REC_FILT from the client (content_filter, FILTER)
+        self.client_redirect = ""       # REC_RDR from the client (REDIRECT access action)
+        self.eight_bit = False          # 8-bit content seen: "encoding=8bit"
+        self.body_checked = 0           # body bytes inspected in this MIME part
 
     # -- helpers -----------------------------------------------------------------
     def _fail(self, bit: int, reason: str = "") -> None:
@@ -338,6 +351,8 @@ class Cleanup:
             self.w.attr(name, value)
         elif rtype in (REC_DSN_RET, REC_DSN_ENVID):
             self.w.write_record(rtype, data)
+        elif rtype in (REC_FLGS, REC_FILT, REC_RDR):
+            self._client_request(rtype, data)
         elif rtype == REC_MESG:
             if self.sender is None:
                 self._fail(STAT_BAD)
@@ -356,6 +371,8 @@ class Cleanup:
     # -- content ------------------------------------------------------------------
     def _write_line(self, text: str) -> None:
         data = text.encode("utf-8", "surrogateescape")
+        if not self.eight_bit and not data.isascii():
+            self.eight_bit = True
         self.size += len(data) + 1
         if self.size > self.st.message_size_limit > 0:
             self._fail(STAT_SIZE)
@@ -448,6 +465,7 @@ class Cleanup:
         return f"{name}: " + format_address_list(alist)
 
     def _header(self, kind: str, text: str) -> None:
+        self.body_checked = 0
         maps = {PRIMARY: self.st.header_checks, "mime": self.st.mime_header_checks,
                 "nested": self.st.nested_header_checks}[kind]
         action = self._check(maps, kind, text)
@@ -465,14 +483,13 @@ class Cleanup:
         name, value = split_header(text)
         info = header_info(name)
         low = name.lower()
+        if low in self.st.message_drop_headers:
+            # message_drop_headers (after header_checks, as Postfix 3.7):
+            # Bcc: recipients came in the envelope (sendmail -t extracted
+            # them); Return-Path and Content-Length are the MTA's own.
+            self.headers_seen.add(low)
+            return
         if info is not None:
-            if info.flags & DROP:
-                return
-            if low in ("bcc", "resent-bcc"):
-                # cleanup removes Bcc: headers; the recipients came in the
-                # envelope (sendmail -t extracted them).
-                self.headers_seen.add(low)
-                return
             if info.flags & RESENT:
                 self.resent = "Resent-"
             if low == "received":
@@ -556,7 +573,12 @@ class Cleanup:
                 self._body(text)
 
     def _body(self, line: str) -> None:
-        action = self._check(self.st.body_checks, "body", line)
+        # body_checks_size_limit: only the first N bytes of each body part
+        # are inspected (the counter restarts at each MIME part's headers).
+        action = None
+        if self.body_checked < self.st.body_checks_size_limit:
+            self.body_checked += len(line) + 1
+            action = self._check(self.st.body_checks, "body", line)
         if action:
             verb, arg = action
             if verb == "IGNORE":
@@ -594,9 +616,14 @@ class Cleanup:
             self.stage = "extracted"
 
     def _body_piece(self, piece: bytes) -> None:
-        action = self._check(self.st.body_checks, "body", piece.decode("utf-8", "surrogateescape"))
+        action = None
+        if self.body_checked < self.st.body_checks_size_limit:
+            self.body_checked += len(piece)
+            action = self._check(self.st.body_checks, "body", piece.decode("utf-8", "surrogateescape"))
         if action and action[0] == "IGNORE":
             return
+        if not self.eight_bit and not piece.isascii():
+            self.eight_bit = True
         self.size += len(piece)
         if self.size > self.st.message_size_limit > 0:
             self._fail(STAT_SIZE)
@@ -604,12 +631,44 @@ class Cleanup:
         if not self.status:
             self.w.content_record(REC_CONT, piece)
 
+    def _client_request(self, rtype: int, data: bytes) -> None:
+        """REC_FLGS / REC_FILT / REC_RDR from a trusted client (smtpd's
+        HOLD, DISCARD, FILTER and REDIRECT access actions, content_filter
+        from smtpd or pickup), in the envelope or after the content, as
+        cleanup_envelope.c and cleanup_extracted.c take them."""
+        text = data.decode("utf-8", "surrogateescape")
+        if rtype == REC_FLGS:
+            try:
+                extra = int(text)
+            except ValueError:
+                self.log.warning(f"{self.queue_id}: bad cleanup flags record: {text[:100]}")
+                return
+            if extra & ~FLAG_MASK_EXTRA:
+                self.log.warning(f"{self.queue_id}: ignoring bad extra flags: 0x{extra:x}")
+            self.flags |= extra & FLAG_MASK_EXTRA
+        elif rtype == REC_FILT:
+            if ":" in text:
+                self.client_filter = text
+            elif text:
+                self.log.warning(f"{self.queue_id}: ignoring bad content filter: {text[:100]}")
+        elif rtype == REC_RDR:
+            if text:
+                self.client_redirect = text
+
     def _extracted(self, rtype: int, data: bytes) -> None:
         if rtype == REC_RCPT:
             self.stage = "envelope-extra"
             self._recipient(data)
         elif rtype == REC_ORCP:
             self.orig_rcpt = data.decode("utf-8", "surrogateescape")
+        elif rtype == REC_DSN_ORCPT:
+            # sendmail -t and requeued mail carry DSN details for the
+            # recipients they list after the content.
+            self.dsn_orcpt = data.decode("utf-8", "surrogateescape")
+        elif rtype == REC_DSN_NOTIFY:
+            self.dsn_notify = int(data) if data.isdigit() else 0
+        elif rtype in (REC_FLGS, REC_FILT, REC_RDR):
+            self._client_request(rtype, data)
         elif rtype == REC_ATTR:
             name, _, value = data.decode("utf-8", "surrogateescape").partition("=")
             self.attrs[name] = value
@@ -641,7 +700,7 @@ class Cleanup:
         st = self.st
         if self.stage != "done" or not self.content_seen:
             self._fail(STAT_BAD)
-        if not self.status and self.rcpt_count == 0 and not self.redirect:
+        if not self.status and self.rcpt_count == 0 and not (self.redirect or self.client_redirect):
             self._fail(STAT_RCPT)
         if self.discard or self.flags & FLAG_DISCARD:
             self.w.abort()
@@ -655,10 +714,20 @@ class Cleanup:
                 for bcc in ([st.always_bcc] if st.always_bcc else []) + (
                         [self.sender_bcc] if self.sender_bcc else []) + self.extra_bcc:
                     self._out_recipient(bcc, bcc)
-            if self.filter:
-                self.w.write_record(REC_FILT, self.filter.encode())
-            if self.redirect:
-                self.w.write_record(REC_RDR, self.redirect.encode())
+            # A FILTER action of header/body checks wins over the client's
+            # (access FILTER, its content_filter), which wins over ours.
+            filt = self.filter or self.client_filter or (
+                st.content_filter if self.flags & FLAG_FILTER else "")
+            if filt:
+                self.w.write_record(REC_FILT, filt.encode("utf-8", "surrogateescape"))
+            redirect = self.redirect or self.client_redirect
+            if redirect:
+                self.w.write_record(REC_RDR, redirect.encode("utf-8", "surrogateescape"))
+            if self.eight_bit and "encoding" not in self.attrs:
+                # The body is 8-bit though no client said so (sendmail
+                # without -B8BITMIME): say it, so that smtp(8) knows to
+                # ask for 8BITMIME or convert (Postfix's MAIL_ATTR_ENCODING).
+                self.w.attr("encoding", "8bit")
             if self.hold or self.flags & FLAG_HOLD:
                 if self.hold_target:
                     self.hold_target()

@@ -5,21 +5,55 @@ SYNOPSIS
 
 DESCRIPTION
     Takes delivery requests from qmgr (pfy.ipc.delivery) and, for each
-    recipient, in Postfix's order of precedence (local(8)): alias and
-    .forward expansion (the ``expanders`` hook, filled by issue 4),
-    mailbox_transport, the user's passwd entry, mailbox_command,
-    home_mailbox (Maildir when it ends in "/", mbox otherwise),
-    mail_spool_directory, then for unknown users fallback_transport,
-    luser_relay or a 5.1.1 bounce.  The localpart is folded to lower case
-    and loses its recipient_delimiter extension.
+    recipient, in Postfix's order of precedence (local(8)): aliases,
+    .forward files, mailbox_transport, the user's passwd entry,
+    mailbox_command, home_mailbox (Maildir when it ends in "/", mbox
+    otherwise), mail_spool_directory, then for unknown users
+    fallback_transport, luser_relay or a 5.1.1 bounce
+    (unknown user: "name").  The localpart is folded to lower case.
 
-    luser_relay is expanded ($user, $local, $extension, $domain,
-    $recipient, $recipient_delimiter, ${name?text}, ${name:text}) and the
-    message re-submitted to cleanup for that address with
-    "Delivered-To: <recipient>" on top, logged "status=sent (forwarded as
-    ID)"; a message that already carries that Delivered-To is a
-    forwarding loop and bounces 5.4.6.  Issue 4's alias and .forward
-    expanders re-submit through the same LocalAgent.forward().
+    Aliases (alias_maps, aliases(5)): the full localpart (user+ext) is
+    looked up first, then the bare user; an unmatched extension is put
+    back on the result's addresses when propagate_unmatched_extensions
+    lists "alias".  Values list addresses, /file/name (mbox, locked per
+    mailbox_delivery_lock; a name ending in "/" is a Maildir),
+    "|command" (run by /bin/sh when it has shell magic, with local(8)'s
+    environment and command_time_limit), :include:/file/name and
+    \\user (mailbox only).  An address that trivial-rewrite routes to
+    this transport is expanded again in place (recursion, alias
+    self-reference delivers to the user, 100 levels then "alias
+    database loop"); any other address, and members of :include:
+    files and of lists with an owner, is re-submitted through cleanup
+    in one new queue file per envelope sender, with "Delivered-To:" on
+    top, each logged "status=sent (forwarded as ID)".  owner-NAME, when
+    it exists (owner_request_special), becomes the envelope sender of
+    the expansion of NAME (its value with expand_owner_alias).
+
+    .forward (forward_path, expanded with $user, $home, $shell,
+    $recipient, $extension, $domain, $local, $recipient_delimiter,
+    ${name?text}, ${name:text}; characters outside
+    forward_expansion_filter become "_"): the first file that exists
+    is read as the user; it must be a regular file owned by the user
+    (or root) and not world-writable.  Listing yourself delivers to
+    your mailbox; an empty file means the mailbox.
+
+    Rights: |command and /file entries run as the alias database's
+    owner, or default_privs when root owns it; as the .forward owner
+    for .forward; as the :include: file's owner when an ordinary user
+    owns it.  allow_mail_to_commands and allow_mail_to_files name the
+    classes (alias, forward, include) allowed to use them: elsewhere
+    they bounce 5.7.1 ("mail to command is restricted").  A command's
+    exit status follows sysexits.h (75 defers, 67 bounces 5.1.1...);
+    an enhanced status code at the start of its output wins, and the
+    output goes into the bounce.  An :include: file that cannot be
+    read defers (4.3.0).
+
+    A recipient already named in a Delivered-To: header bounces 5.4.6
+    "mail forwarding loop for X".  Every part of an expansion is logged
+    on its own line (to=<part>, orig_to=<original>); the queue-file
+    recipient is deferred when any part was, bounced when any part
+    bounced, else done.  A missing alias database file is skipped with
+    a warning (Postfix's local(8) stops with a fatal error instead).
 
     Mailboxes are written by pfy.mailbox (locking per
     mailbox_delivery_lock, mailbox_size_limit, Delivered-To, Return-Path,
@@ -45,7 +79,11 @@ SECURITY
     any other user is deferred with a reason that says so.
 
 PARAMETERS
-    home_mailbox, mail_spool_directory, mailbox_command, mailbox_transport,
+    alias_maps, allow_mail_to_commands, allow_mail_to_files,
+    default_privs, duplicate_filter_limit, expand_owner_alias,
+    forward_expansion_filter, forward_path, owner_request_special,
+    prepend_delivered_header, propagate_unmatched_extensions,
+    reset_owner_alias, home_mailbox, mail_spool_directory, mailbox_command, mailbox_transport,
     fallback_transport, luser_relay, mailbox_delivery_lock, mailbox_size_limit,
     recipient_delimiter, strict_mailbox_ownership, command_time_limit,
     deliver_lock_attempts, deliver_lock_delay, stale_lock_time, soft_bounce.

@@ -11,7 +11,7 @@ following trivial-rewrite/resolve.c resolve_addr():
 2. A domain that is left over is remote; otherwise the address is local and
    gets back the last local domain stripped (or @$myhostname).
 3. The address class (ADDRESS_CLASS_README), in this order: virtual alias
-   domain (error:User unknown in virtual alias table), virtual mailbox
+   domain (error:5.1.1 User unknown in virtual alias table), virtual mailbox
    domain (virtual_transport), relay domain (relay_transport), other remote
    (sender_dependent_default_transport_maps, else default_transport);
    relay and default destinations go to sender_dependent_relayhost_maps,
@@ -262,8 +262,11 @@ class Resolver:
         blame = ""
         if remote:
             if self.virt_alias.match(rcpt_domain):
+                # resolve.c: the nexthop carries the DSN code, so the error
+                # agent bounces with 5.1.1 rather than its generic 5.0.0.
                 channel = "error"
-                nexthop = "User unknown" + (" in virtual alias table" if self.unknown_table else "")
+                nexthop = "5.1.1 User unknown" + (" in virtual alias table"
+                                                  if self.unknown_table else "")
                 flags |= CLASS_ALIAS
             elif self.virt_mailbox.match(rcpt_domain):
                 channel, nexthop, blame = self.virtual_transport, rcpt_domain, "virtual_transport"
