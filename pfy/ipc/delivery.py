@@ -23,6 +23,12 @@ WHO MARKS WHAT (kill -9 at any moment loses nothing)
               (defer/ID, read by mailq) and moves the message to deferred/.
     Every agent logs its own ``status=`` lines (it knows relay and delays).
 
+TRACE-ONLY REQUESTS (sendmail -bv: flags & DEL_REQ_FLAG_USR_VRFY)
+    The agent probes and reports but delivers nothing and marks nothing
+    (AgentSession.verify_only; VERIFY_AGENTS lists the agents that do);
+    qmgr records every result in trace/ID, marks the recipients done and
+    asks the trace service for the report.
+
 A reply-level ``throttle`` (non-empty dsn) says the destination as a whole
 failed (connection or handshake failure in smtp/lmtp): qmgr applies negative
 concurrency feedback and may declare the destination dead
@@ -40,11 +46,17 @@ from typing import Callable
 
 from pfy.ipc.attr import (FRAME_ATTRS, FRAME_GREETING, FrameParser, ProtocolError,
                           decode_attrs, encode_attrs, encode_greeting, protocol)
+# Imported at load, not on first use: chrooted agents (discard, error...)
+# cannot import anything once the jail hides the package.
+import pfy.log as _log
+from pfy.queue.queue_file import mark_done as _mark_done
 
 __all__ = [
     "PROTOCOL", "ClientInfo", "RequestRecipient", "DeliveryRequest",
     "RecipientResult", "DeliveryReply", "SENT", "DEFERRED", "BOUNCED",
     "DEL_REQ_FLAG_VERIFY", "DEL_REQ_FLAG_EXPAND", "DEL_REQ_FLAG_RECORD",
+    "DEL_REQ_FLAG_MTA_VRFY", "DEL_REQ_FLAG_USR_VRFY", "trace_only",
+    "DELIVERABLE", "UNDELIVERABLE", "DSN_PASSED", "VERIFY_AGENTS",
     "Delays", "soft_bounce", "read_request", "send_reply",
     "request_nowait", "AgentSession",
 ]
@@ -54,11 +66,38 @@ PROTOCOL = "delivery_protocol"
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 _STATUSES = (SENT, DEFERRED, BOUNCED)
 
-# Postfix global/deliver_request.h request flags (the trace-only ones are
-# used by address verification, sendmail -bv, in issue 4).
-DEL_REQ_FLAG_VERIFY = 1 << 8     # verify, don't deliver (sendmail -bv)
-DEL_REQ_FLAG_EXPAND = 1 << 9     # expand, don't deliver (sendmail -bv)
-DEL_REQ_FLAG_RECORD = 1 << 10    # deliver and record (sendmail -v)
+# Postfix global/deliver_request.h request flags, as the queue file's
+# "A trace_flags=N" carries them (sendmail -bv / -v write it).
+DEL_REQ_FLAG_MTA_VRFY = 1 << 8   # MTA-requested address probe (verify(8))
+DEL_REQ_FLAG_USR_VRFY = 1 << 9   # user-requested address probe (sendmail -bv)
+DEL_REQ_FLAG_RECORD = 1 << 10    # deliver and record every result (sendmail -v)
+DEL_REQ_FLAG_VERIFY = DEL_REQ_FLAG_MTA_VRFY     # older names, kept for callers
+DEL_REQ_FLAG_EXPAND = DEL_REQ_FLAG_USR_VRFY
+_TRACE_ONLY = DEL_REQ_FLAG_MTA_VRFY | DEL_REQ_FLAG_USR_VRFY
+
+
+def trace_only(flags: int) -> bool:
+    """DEL_REQ_TRACE_ONLY(): probe the address, never deliver."""
+    return bool(flags & _TRACE_ONLY)
+
+
+# Actions of a trace-only request's results (Postfix's "status=deliverable").
+DELIVERABLE, UNDELIVERABLE = "deliverable", "undeliverable"
+# RecipientResult.action of a "sent" result whose next hop took the DSN
+# request along (smtp to a server that announced DSN): that hop sends the
+# success notice, so qmgr records none here (Postfix's smtp clears
+# NOTIFY=SUCCESS before it calls sent()).
+DSN_PASSED = "relayed-dsn"
+
+# Agents (master.cf command names) that honour trace-only requests: they
+# probe without delivering and report through AgentSession, which turns
+# their sent/bounce/defer into deliverable/undeliverable.  error and
+# discard deliver nothing anyway.  qmgr answers trace-only requests for
+# every other transport itself ("deliverable via TRANSPORT") rather than
+# let an agent deliver mail that was only to be verified; an agent's owner
+# adds its name here once it checks ``session.verify_only`` before
+# delivering.
+VERIFY_AGENTS = frozenset({"error", "discard"})
 
 # Bounds on what an agent accepts from its peer: a recipient list longer than
 # any configured per-delivery limit is a broken peer.  default_recipient_limit
@@ -121,6 +160,14 @@ class RecipientResult:
     dsn: str             # RFC 3463 code, "2.0.0"
     reason: str          # text after status= in the log, and in DSNs
     marked: bool         # the agent marked it done in the queue file
+    # DSN details for bounce/trace logs (RFC 3464 per-recipient fields);
+    # optional, so an agent that knows none of them needs no change.
+    action: str = ""     # "" (by status) / relayed / expanded / DSN_PASSED /
+                         # deliverable / undeliverable (trace-only requests)
+    diag_type: str = ""  # Diagnostic-Code type: "smtp" for a server reply
+    diag_text: str = ""  #   and its text: "550 5.1.1 <u@example.com>: no such user"
+    mta_type: str = ""   # Remote-MTA type: "dns"
+    mta_name: str = ""   #   and name: "mx.example.com"
 
 
 @protocol(PROTOCOL)
@@ -228,43 +275,60 @@ class AgentSession:
         self.queue_fd = queue_fd
         self.clock = clock
         self.delays = Delays(request.arrival_time, request.active_time, clock())
-        if log_status is None:
-            from pfy.log import log_delivery as log_status
-        self._log = log_status
+        # pfy.log.log_delivery looked up per call (tests replace it).
+        self._log = log_status or (lambda **kw: _log.log_delivery(**kw))
         self._soft = soft_bounce_on
         self._results: dict[int, RecipientResult] = {}
         self.throttle: tuple[str, str] | None = None
 
+    @property
+    def verify_only(self) -> bool:
+        """A trace-only request (sendmail -bv): the agent must probe the
+        address (aliases, mailbox, RCPT) and report, never deliver.  Its
+        sent() then means "deliverable", bounce() and defer()
+        "undeliverable", and nothing is marked done (qmgr does that after
+        recording the result for the report)."""
+        return trace_only(self.request.flags)
+
     def _record(self, rcpt: RequestRecipient, status: str, dsn: str, reason: str,
-                relay: str, marked: bool) -> None:
+                relay: str, marked: bool, extra: dict) -> None:
         delay, delays = self.delays.line(self.clock())
+        action = extra.get("action", "")
+        if self.verify_only:
+            # Postfix's log line for a probe: status=deliverable / undeliverable.
+            action = DELIVERABLE if status == SENT else UNDELIVERABLE
         self._log(queue_id=self.request.queue_id, to=rcpt.address,
                   orig_to=rcpt.orig_rcpt, relay=relay, delay=delay, delays=delays,
-                  dsn=dsn, status=status, reason=reason)
-        self._results[rcpt.offset] = RecipientResult(rcpt.offset, rcpt.address, status,
-                                                     dsn, reason, marked)
+                  dsn=dsn, status=action if self.verify_only else status, reason=reason)
+        self._results[rcpt.offset] = RecipientResult(
+            rcpt.offset, rcpt.address, status, dsn, reason, marked, action=action,
+            **{k: v for k, v in extra.items() if k != "action"})
 
     def reported(self, rcpt: RequestRecipient) -> bool:
         return rcpt.offset in self._results
 
-    def sent(self, rcpt: RequestRecipient, reason: str, relay: str, dsn: str = "2.0.0") -> None:
+    # The DSN details (all optional) go into the bounce/trace logs:
+    # action=, diag_type=, diag_text=, mta_type=, mta_name= (RecipientResult).
+    def sent(self, rcpt: RequestRecipient, reason: str, relay: str, dsn: str = "2.0.0",
+             **extra: str) -> None:
         marked = False
-        if self.queue_fd is not None and rcpt.offset >= 0:
-            from pfy.queue.queue_file import mark_done
-            mark_done(self.queue_fd, rcpt.offset)
+        if self.queue_fd is not None and rcpt.offset >= 0 and not self.verify_only:
+            _mark_done(self.queue_fd, rcpt.offset)
             marked = True
-        self._record(rcpt, SENT, dsn, reason, relay, marked)
+        self._record(rcpt, SENT, dsn, reason, relay, marked, extra)
 
-    def defer(self, rcpt: RequestRecipient, dsn: str, reason: str, relay: str) -> None:
+    def defer(self, rcpt: RequestRecipient, dsn: str, reason: str, relay: str,
+              **extra: str) -> None:
         if not dsn.startswith("4"):
             dsn = "4" + dsn[1:]
-        self._record(rcpt, DEFERRED, dsn, reason, relay, False)
+        self._record(rcpt, DEFERRED, dsn, reason, relay, False, extra)
 
-    def bounce(self, rcpt: RequestRecipient, dsn: str, reason: str, relay: str) -> None:
-        if self._soft:
-            self.defer(rcpt, soft_bounce(dsn), reason, relay)
+    def bounce(self, rcpt: RequestRecipient, dsn: str, reason: str, relay: str,
+               **extra: str) -> None:
+        if self._soft and not self.verify_only:
+            self.defer(rcpt, soft_bounce(dsn), reason, relay, **extra)
             return
-        self._record(rcpt, BOUNCED, dsn, reason, relay, False)
+        self._record(rcpt, BOUNCED, dsn, reason, relay, False, extra)
 
     def passed(self, rcpt: RequestRecipient, result: RecipientResult) -> None:
         """Adopt the result of another agent that delivered this recipient
@@ -272,14 +336,15 @@ class AgentSession:
         agent has logged it already."""
         self._results[rcpt.offset] = replace(result, offset=rcpt.offset, address=rcpt.address)
 
-    def status(self, rcpt: RequestRecipient, dsn: str, reason: str, relay: str) -> None:
+    def status(self, rcpt: RequestRecipient, dsn: str, reason: str, relay: str,
+               **extra: str) -> None:
         """Report by the DSN class: 2 sent, 4 deferred, 5 bounced."""
         if dsn.startswith("2"):
-            self.sent(rcpt, reason, relay, dsn)
+            self.sent(rcpt, reason, relay, dsn, **extra)
         elif dsn.startswith("5"):
-            self.bounce(rcpt, dsn, reason, relay)
+            self.bounce(rcpt, dsn, reason, relay, **extra)
         else:
-            self.defer(rcpt, dsn, reason, relay)
+            self.defer(rcpt, dsn, reason, relay, **extra)
 
     def finish(self, relay: str, default_reason: str = "delivery agent did not report a status",
                ) -> DeliveryReply:

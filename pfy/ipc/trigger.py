@@ -26,6 +26,7 @@ __all__ = [
     "TRIGGER_WAKEUP", "QMGR_SCAN_INCOMING", "QMGR_SCAN_DEFERRED",
     "QMGR_SCAN_ALL", "QMGR_FLUSH_DEAD", "fifo_trigger", "unix_trigger",
     "trigger", "make_fifo", "FifoListener", "parse_requests",
+    "qmgr_flush_site", "qmgr_flush_id", "QmgrRequest", "parse_qmgr_request",
 ]
 
 # qmgr(8) TRIGGERS; master sends W to every service that has a wakeup time.
@@ -84,6 +85,11 @@ def unix_trigger(path: str, request: bytes = TRIGGER_WAKEUP,
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
             return False
+        except BlockingIOError:
+            # EAGAIN: the listen backlog is full, i.e. many wake-ups are
+            # already waiting for the service; this one would add nothing
+            # (Postfix's triggers are idempotent: "already woken").
+            return True
         try:
             sock.sendall(request)
         except (BrokenPipeError, ConnectionResetError):
@@ -172,3 +178,82 @@ class FifoListener:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+# -- qmgr requests with an argument (pfy's stand-in for flush(8)) -----------
+#
+# Postfix's "postqueue -s site" and "-i queue_id" go to the flush(8) daemon,
+# which moves the deferred files concerned to incoming/ and wakes qmgr.
+# pfy has no flush daemon: anyone may ask qmgr directly over public/qmgr
+# (qmgr owns the queue, so an unprivileged postqueue needs no write access).
+# Such a request is framed "{site DOMAIN}" or "{id QUEUE_ID}": braces occur
+# in no host name, address literal or queue ID, and the frame never
+# contains an upper-case single-byte command outside its braces, so it
+# mixes safely with ordinary one-byte triggers in one read.  One write of a
+# frame (<= PIPE_BUF) reaches a FIFO reader whole.
+
+_MAX_ARG = 255                   # a domain name's maximum length (RFC 1035 2.3.4)
+
+
+def _frame(kind: str, arg: str) -> bytes:
+    if not arg or len(arg) > _MAX_ARG or any(c in arg for c in "{} \t\r\n\0"):
+        raise ValueError(f"bad {kind} for a qmgr request: {arg[:100]!r}")
+    return b"{" + kind.encode() + b" " + arg.encode("ascii") + b"}"
+
+
+def qmgr_flush_site(site: str) -> bytes:
+    """Deliver the deferred mail for SITE now (postqueue -s), forgetting
+    that the destination was dead.  Send with trigger(public/qmgr, ...)."""
+    return _frame("site", site.lower())
+
+
+def qmgr_flush_id(queue_id: str) -> bytes:
+    """Deliver deferred message QUEUE_ID now (postqueue -i)."""
+    return _frame("id", queue_id)
+
+
+class QmgrRequest:
+    """What one wake-up asked of qmgr: single-byte codes (deduplicated and
+    ordered as parse_requests), and the sites and IDs to flush."""
+
+    __slots__ = ("codes", "sites", "ids")
+
+    def __init__(self, codes: bytes = b"", sites=(), ids=()):
+        self.codes = codes
+        self.sites = list(sites)
+        self.ids = list(ids)
+
+    def __repr__(self) -> str:
+        return f"QmgrRequest({self.codes!r}, sites={self.sites}, ids={self.ids})"
+
+
+def parse_qmgr_request(data: bytes) -> QmgrRequest:
+    """Split a wake-up's bytes into codes and framed requests.  Malformed
+    or cut-off frames are dropped: a trigger is a hint, never a command
+    whose loss matters (the timer scan catches up)."""
+    codes = bytearray()
+    sites: list[str] = []
+    ids: list[str] = []
+    i = 0
+    while i < len(data):
+        c = data[i]
+        if c != 0x7B:                       # "{"
+            codes.append(c)
+            i += 1
+            continue
+        end = data.find(b"}", i)
+        if end < 0:
+            break
+        kind, _, arg = data[i + 1:end].partition(b" ")
+        i = end + 1
+        try:
+            text = arg.decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if not text or len(text) > _MAX_ARG or any(ch in text for ch in "{ \t\r\n\0/"):
+            continue
+        if kind == b"site" and text.lower() not in sites:
+            sites.append(text.lower())
+        elif kind == b"id" and text not in ids:
+            ids.append(text)
+    return QmgrRequest(parse_requests(bytes(codes)), sites, ids)

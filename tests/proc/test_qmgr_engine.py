@@ -86,6 +86,39 @@ def resolver(sender, address):
     return Resolved("local" if domain == "here" else "smtp", domain, address)
 
 
+class FakeBounce:
+    """The bounce/defer/trace services as qmgr sees them: each notice is
+    recorded with whether the queue file was still in active/ (the real
+    service quotes it from there), and the logfile goes as the real one's."""
+
+    def __init__(self, queue, ok=True):
+        self.queue, self.ok, self.calls = queue, ok, []
+
+    async def _call(self, kind, logfile, msg, remove=True):
+        path = self.queue.log_path(logfile, msg.queue_id)
+        text = open(path).read() if os.path.exists(path) else None
+        in_active = os.path.exists(self.queue.path(msg.queue_name, msg.queue_id))
+        self.calls.append((kind, msg.queue_id, text, in_active, msg.flags))
+        if self.ok and remove and text is not None:
+            os.unlink(path)
+        return self.ok
+
+    async def aflush(self, msg):
+        return await self._call("flush", "bounce", msg)
+
+    async def adefer_flush(self, msg):
+        return await self._call("defer_flush", "defer", msg)
+
+    async def awarn(self, msg):
+        return await self._call("warn", "defer", msg, remove=False)
+
+    async def atrace_flush(self, msg):
+        return await self._call("trace", "trace", msg)
+
+    def kinds(self):
+        return [c[0] for c in self.calls]
+
+
 def run_engine(queue, everything=False, **kw):
     limits = lambda n: TransportLimits(n, recipient_limit=1 if n == "local" else 50,
                                        initial_concurrency=2, dest_concurrency_limit=4)
@@ -138,10 +171,28 @@ def test_deferred_recipient_keeps_message_with_reason_and_skips_done(q, tmp_path
 def test_bounce_is_recorded_then_marked_done(q):
     agent = FakeAgent(q.dir("private") + "/local", q, lambda a: "5.1.1")
     qid = submit(q, "s@x", ["nobody@here"])
-    run_engine(q)
+    bounce = FakeBounce(q)
+    run_engine(q, bounce=bounce)
     agent.close()
     assert files(q, "deferred") == [] and files(q, "active") == []
-    assert "action=failed" in open(q.log_path("bounce", qid)).read()
+    ((kind, bqid, text, in_active, _),) = bounce.calls
+    assert (kind, bqid, in_active) == ("flush", qid, True)   # flushed before removal
+    assert "action=failed" in text and "status=5.1.1" in text
+
+
+def test_bounce_service_down_keeps_message_then_flushes_later(q):
+    agent = FakeAgent(q.dir("private") + "/local", q, lambda a: "5.1.1")
+    qid = submit(q, "s@x", ["nobody@here"])
+    bounce = FakeBounce(q, ok=False)
+    run_engine(q, bounce=bounce)
+    assert files(q, "deferred") == [qid]            # kept: the notice is owed
+    with QueueFileReader(q.path("deferred", qid)) as r:
+        assert r.read_envelope().pending == []      # but never delivered twice
+    bounce.ok = True
+    run_engine(q, everything=True, bounce=bounce)
+    agent.close()
+    assert bounce.kinds() == ["flush", "flush"] and files(q, "deferred") == []
+    assert not os.path.exists(q.log_path("bounce", qid))
 
 
 def test_corrupt_file_goes_to_corrupt_and_queue_moves_on(q):

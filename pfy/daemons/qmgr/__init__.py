@@ -13,11 +13,22 @@ DESCRIPTION
     request to private/<transport> and settles every recipient from the
     reply (active.py).  A message with no recipient left is removed
     ("ID: removed"); one with deferred recipients moves to deferred/ with
-    the reasons in defer/ID; an unreadable file goes to corrupt/.
+    the reasons in defer/ID and its next retry time as the file's mtime
+    (exponential backoff); an unreadable file goes to corrupt/.  Before a
+    message leaves active/, the bounce(8), defer and trace services send
+    its notices: non-delivery (bounce/ID), success and verification
+    (trace/ID), expiry after maximal_queue_lifetime and delay warnings
+    (defer/ID).  Messages in hold/ are never scheduled.
+
+    A message with a content filter (REC_FILT "transport:nexthop", from
+    content_filter or a FILTER action) goes to that transport for every
+    recipient; a REDIRECT (REC_RDR) replaces all its recipients.
 
 TRIGGERS (public/qmgr, pfy.ipc.trigger)
     I, W   scan incoming/         D   scan deferred/ (due files)
     A      scan all of deferred/  F   forget dead destinations
+    {site S}  deliver deferred mail for S now (postqueue -s)
+    {id ID}   deliver deferred message ID now (postqueue -i)
     Also a timer scans deferred/ every queue_run_delay.
 
 SECURITY
@@ -27,7 +38,9 @@ SECURITY
 
 PARAMETERS
     qmgr_message_active_limit, qmgr_message_recipient_limit,
-    queue_run_delay, minimal_backoff_time, qmgr_ipc_timeout,
+    queue_run_delay, minimal_backoff_time, maximal_backoff_time,
+    maximal_queue_lifetime, bounce_queue_lifetime, default_filter_nexthop,
+    bounce_service_name, defer_service_name, trace_service_name, qmgr_ipc_timeout,
     default_process_limit, and per transport (transport_ prefix or
     default_): destination_concurrency_limit, initial_destination_concurrency,
     destination_recipient_limit, destination_concurrency_failed_cohort_limit,
@@ -42,21 +55,30 @@ import time
 __all__ = ["main"]
 
 
-def _process_limits(cfg) -> dict[str, int]:
+def _master_services(cfg) -> list:
+    try:
+        from pfy.config.master_cf import parse_master_cf
+        return parse_master_cf(os.path.join(cfg.config_directory, "master.cf"), strict=False)
+    except Exception:   # noqa: BLE001 - no master.cf: defaults everywhere
+        return []
+
+
+def _process_limits(cfg, entries=None) -> dict[str, int]:
     """maxproc of each unix service in master.cf: a transport never has more
     deliveries in flight than processes master will run for it."""
     limits: dict[str, int] = {}
-    try:
-        from pfy.config.master_cf import parse_master_cf
-        entries = parse_master_cf(os.path.join(cfg.config_directory, "master.cf"), strict=False)
-    except Exception:   # noqa: BLE001 - no master.cf: default_process_limit everywhere
-        return limits
-    for e in entries:
+    for e in _master_services(cfg) if entries is None else entries:
         if e.type == "unix":
             # "-" (None) is default_process_limit; 0 means no limit.
             limits[e.service] = (cfg.default_process_limit if e.maxproc is None
                                  else e.maxproc or 1 << 30)
     return limits
+
+
+def _agent_commands(entries) -> dict[str, str]:
+    """master.cf service name -> command (local, smtp, pipe...), to know
+    which agent a transport reaches (trace-only requests)."""
+    return {e.service: os.path.basename(e.command) for e in entries if e.type == "unix"}
 
 
 def make_resolver(root: str):
@@ -89,15 +111,22 @@ def _preload(ctx) -> None:
     import concurrent.futures.thread  # noqa: F401 - run_in_executor's pool
     import pfy.daemons.qmgr.active  # noqa: F401
     import pfy.daemons.qmgr.scheduler  # noqa: F401
+    import pfy.dsn.logfile  # noqa: F401
+    import pfy.ipc.bounce_client  # noqa: F401
     import pfy.ipc.channel  # noqa: F401
     import pfy.ipc.rewrite_client  # noqa: F401
+    import pfy.ipc.trigger  # noqa: F401
     import pfy.queue.directory  # noqa: F401
-    ctx.data["maxproc"] = _process_limits(ctx.cfg)
+    entries = _master_services(ctx.cfg)
+    ctx.data["maxproc"] = _process_limits(ctx.cfg, entries)
+    ctx.data["commands"] = _agent_commands(entries)
 
 
 def _setup(ctx) -> None:
-    from pfy.daemons.qmgr.active import ActiveQueue
+    from pfy.daemons.qmgr.active import ActiveQueue, RetryPolicy
     from pfy.daemons.qmgr.scheduler import Scheduler, TransportLimits
+    from pfy.ipc.bounce_client import BounceClient
+    from pfy.ipc.delivery import VERIFY_AGENTS
     from pfy.queue.directory import Queue
 
     cfg = ctx.cfg
@@ -110,6 +139,13 @@ def _setup(ctx) -> None:
         return limits[transport]
 
     root = ctx.queue_directory
+    commands = ctx.data.get("commands")
+    if commands is None:
+        commands = _agent_commands(_master_services(cfg))
+
+    def verify_ok(transport: str) -> bool:
+        return commands.get(transport, transport) in VERIFY_AGENTS
+
     queue = Queue(root, hash_queue_depth=cfg.hash_queue_depth,
                   hash_queue_names=cfg.hash_queue_names,
                   long_ids=cfg.enable_long_queue_ids)
@@ -118,8 +154,18 @@ def _setup(ctx) -> None:
         lambda transport: os.path.join(root, "private", transport),
         active_limit=cfg.qmgr_message_active_limit,
         recipient_limit=cfg.qmgr_message_recipient_limit,
-        retry_delay=cfg.minimal_backoff_time, ipc_timeout=cfg.qmgr_ipc_timeout)
-    engine.recover()
+        retry=RetryPolicy.from_config(cfg), ipc_timeout=cfg.qmgr_ipc_timeout,
+        bounce=BounceClient.from_config(cfg, root),
+        default_filter_nexthop=cfg.default_filter_nexthop, verify_ok=verify_ok)
+    try:
+        engine.recover()
+    except PermissionError as exc:
+        # Seen when a folder above queue_directory is not traversable by
+        # mail_owner (e.g. a test instance under a 0700 /tmp/pytest-of-root):
+        # say so in one line instead of a panic traceback.
+        from pfy.server.lifecycle import Fatal
+        raise Fatal(f"scan active queue: {exc}; queue_directory and every folder "
+                    f"above it must be searchable by mail_owner") from None
     ctx.data["engine"] = engine
     if not ctx.options.standalone:
         _wake_self(b"D")
@@ -160,12 +206,18 @@ def _wake_self(request: bytes) -> None:
 
 
 def on_trigger(ctx, request: bytes) -> None:
+    from pfy.ipc.trigger import parse_qmgr_request
     engine = ctx.data["engine"]
     if not ctx.data.get("timer"):
         _arm_timer(ctx)
-    if b"F" in request:
+    req = parse_qmgr_request(request)
+    if b"F" in req.codes:
         engine.sched.flush_dead()
-    engine.request_scan(deferred=b"D" in request, all_deferred=b"A" in request)
+    if req.ids:
+        engine.flush_ids(req.ids)
+    if req.sites:
+        engine._spawn(engine.flush_sites(req.sites))
+    engine.request_scan(deferred=b"D" in req.codes, all_deferred=b"A" in req.codes)
 
 
 def _arm_timer(ctx) -> None:

@@ -267,10 +267,13 @@ class Scheduler:
             return refused
         return []
 
-    def flush_dead(self) -> None:
-        """QMGR_REQ_FLUSH_DEAD ("postqueue -f"): forget dead destinations."""
+    def flush_dead(self, nexthop: str | None = None) -> None:
+        """QMGR_REQ_FLUSH_DEAD ("postqueue -f"): forget dead destinations;
+        only those whose nexthop is ``nexthop`` when given (postqueue -s)."""
         for t in self._transports.values():
             for q in t.queues.values():
+                if nexthop is not None and q.nexthop.lower() != nexthop.lower():
+                    continue
                 q.dead_until = None
                 q.fail_cohorts = 0.0
                 q.window = max(q.window, 1)
