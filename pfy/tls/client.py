@@ -2,9 +2,12 @@
 
 Levels (postconf(5) smtp_tls_security_level, TLS_README "Client-side"):
     none         never STARTTLS
-    may          STARTTLS when offered; plaintext otherwise or after a
-                 failed handshake is Postfix's opportunistic fallback
-                 (we defer instead of retrying in plaintext: XXX)
+    may          STARTTLS when offered, plaintext otherwise.  After a failed
+                 handshake the agent tries the same address again in
+                 plaintext when the message has waited minimal_backoff_time
+                 and no SASL password is configured for the server (Postfix's
+                 PLAINTEXT_FALLBACK_OK_AFTER_STARTTLS_FAILURE); a first
+                 attempt defers "Cannot start TLS: handshake failure"
     encrypt      STARTTLS required (mandatory protocols/ciphers), no
                  certificate check
     fingerprint  required, the certificate (or public key) digest must be
@@ -24,9 +27,9 @@ then parent domains with a leading dot (".example.com").
 Log lines (tls_client.c tls_log_summary()):
     Untrusted TLS connection established to mx.y[192.0.2.3]:25: TLSv1.3 with
     cipher TLS_AES_256_GCM_SHA384 (256/256 bits)
-"Trusted" when the chain verifies but no name was checked (or none matched at
-level may/encrypt), "Verified" when the chain verifies and a name matches
-(or the fingerprint matched).
+"Trusted" when the chain verifies but no name was checked (levels may and
+encrypt check none), "Verified" when the chain verifies and a name matches
+(verify, secure) or the fingerprint matched.
 
 Every file (CA certificates) is read when the contexts are built: before chroot.
 """
@@ -279,7 +282,10 @@ class ClientTls:
             return PeerCheck(trusted, False, "Trusted" if trusted else "Untrusted",
                              "Server certificate not verified")
         matched = False
-        if trusted and der:
+        # tls_client.c verify_extract_name(): names are matched only at the
+        # levels that must match (TLS_MUST_MATCH: verify, secure); at may and
+        # encrypt a good chain is "Trusted", never "Verified".
+        if trusted and der and policy.level in ("verify", "secure"):
             names = _cert_names(der)
             rules = policy.match or (self.verify_match if policy.level != "secure"
                                      else self.secure_match)

@@ -79,8 +79,45 @@ from pfy.tls.client import ClientTls
 __all__ = ["main", "setup", "serve_request"]
 
 
+class _FirstMatch:
+    """A maps parameter's tables (pfy.tables.search.Maps) as one lookup(key)
+    -> value | None, first table that answers wins (Postfix's maps_find());
+    TableTempFail passes through (the delivery is deferred)."""
+
+    def __init__(self, maps):
+        self.maps = maps
+
+    def lookup(self, key: str) -> str | None:
+        m = self.maps.find(key)
+        return None if m is None else m.value
+
+
+# Loaded in pre_jail, besides the imports above: modules that are imported
+# lazily on first use, which after chroot would fail (or, for dnspython's
+# record types, silently degrade to GenericRdata).
+PRELOAD = (
+    "concurrent.futures.thread",          # asyncio's getaddrinfo executor
+    "dns._asyncio_backend", "dns.asyncbackend", "dns.asyncquery",
+    "dns.rdtypes.ANY.CNAME", "dns.rdtypes.ANY.MX", "dns.rdtypes.ANY.SOA",   # SOA: NXDOMAIN
+    "dns.rdtypes.ANY.NS", "dns.rdtypes.ANY.PTR", "dns.rdtypes.ANY.TXT",
+    "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA",
+    "encodings.idna",                      # ssl server_hostname, IDN MX names
+    "asyncio.sslproto", "asyncio.unix_events",
+)
+
+
+def _preload() -> None:
+    import importlib
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:     # an older dnspython without this module: not needed there
+            pass
+
+
 def setup(ctx) -> None:
     """pre_jail: everything the chroot will hide."""
+    _preload()
     cfg = ctx.cfg
     lmtp = ctx.program == "lmtp"
     p = "lmtp" if lmtp else "smtp"
@@ -89,8 +126,8 @@ def setup(ctx) -> None:
     policy_maps = None
     try:
         if cfg[f"{p}_tls_policy_maps"]:
-            policy_maps = open_tables(cfg[f"{p}_tls_policy_maps"], cfg)
-        sasl_maps = open_tables(cfg[f"{p}_sasl_password_maps"], cfg) \
+            policy_maps = _FirstMatch(open_tables(cfg[f"{p}_tls_policy_maps"], cfg))
+        sasl_maps = _FirstMatch(open_tables(cfg[f"{p}_sasl_password_maps"], cfg)) \
             if cfg[f"{p}_sasl_auth_enable"] and cfg[f"{p}_sasl_password_maps"] else None
     except TableError as err:
         raise Fatal(str(err)) from None
@@ -107,16 +144,43 @@ def setup(ctx) -> None:
                               policy_maps=policy_maps)
 
 
+def count_use(ctx) -> None:
+    """pre_accept: make max_use mean what it means for Postfix's smtp.
+
+    A Postfix smtp process serves one delivery at a time and exits after
+    max_use of them; qmgr's N concurrent deliveries run in N processes, so
+    the pool restarts one process per max_use deliveries *per process*.
+    Here one process serves all N at once (one qmgr connection each), and
+    counting each connection as one use would restart the whole agent every
+    max_use deliveries: N times Postfix's rate, each restart a Python start-up
+    and a stall of every delivery in flight.  So a delivery that starts while
+    ``k`` others run counts 1/(k+1): the process lives about max_use times
+    its concurrency, as Postfix's pool does.  The skeleton adds 1 after this
+    hook; we take back the rest.  Never more than 1 a delivery.
+    """
+    active = ctx.data.get("active", 0)
+    ctx.use_count -= 1 - 1 / (active + 1)
+
+
 async def serve_request(ctx, reader, writer) -> None:
     """One qmgr connection: greet, read the request, deliver, reply."""
+    ctx.data["active"] = ctx.data.get("active", 0) + 1
+    try:
+        await _serve_request(ctx, reader, writer)
+    finally:
+        ctx.data["active"] -= 1
+
+
+async def _serve_request(ctx, reader, writer) -> None:
     agent = ctx.data["agent"]
     conn = AsyncAttrConnection(reader, writer)
     conn.greet(PROTOCOL)
     await conn.flush()
     try:
-        req = await asyncio.wait_for(conn.receive(DeliveryRequest), 3600)
+        async with asyncio.timeout(ctx.cfg.ipc_timeout or None):
+            req = await conn.receive(DeliveryRequest)
         check_request(req)
-    except (ProtocolError, EOFError, asyncio.TimeoutError) as exc:
+    except (ProtocolError, EOFError, TimeoutError) as exc:
         log.warning(f"{agent.name}: bad delivery request: {exc}")
         return
     path = os.path.join(req.queue_name, req.queue_id)
@@ -135,4 +199,4 @@ async def serve_request(ctx, reader, writer) -> None:
 def main() -> None:
     from pfy.server import multi
     program = "lmtp" if os.path.basename(sys.argv[0] or "") == "lmtp" else "smtp"
-    multi.serve(serve_request, pre_jail=setup, program=program)
+    multi.serve(serve_request, pre_jail=setup, pre_accept=count_use, program=program)

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from pfy import log
+from pfy.config import split_list
 from pfy.daemons.smtp.cache import ConnectionCache
 from pfy.daemons.smtp.routing import (RouteError, Target, our_addresses, parse_nexthop,
                                       resolve)
@@ -55,6 +56,9 @@ class SessionFailed(Exception):
         self.try_next = try_next
         self.after_dot = after_dot
         self.relay = "none"          # host[addr]:port once connected
+        # An opportunistic (level may) STARTTLS handshake failed: the same
+        # address may be tried again in plaintext (_connect()).
+        self.tls_retry_plain = False
 
 
 @dataclass
@@ -89,6 +93,7 @@ class Settings:
     myhostname: str
     soft_bounce: bool
     discard_ehlo: list
+    min_backoff: int
 
     @classmethod
     def from_config(cls, cfg, lmtp: bool) -> "Settings":
@@ -118,7 +123,7 @@ class Settings:
             mx_address_limit=g("mx_address_limit"), mx_session_limit=g("mx_session_limit"),
             host_lookup=g("host_lookup"), protocols=cfg.inet_protocols,
             bind4=g("bind_address"), bind6=g("bind_address6"),
-            fallback_relay=g("fallback_relay"), tls_level=level,
+            fallback_relay=_as_list(g("fallback_relay")), tls_level=level,
             sasl_enable=g("sasl_auth_enable"), sasl_filter=g("sasl_mechanism_filter"),
             sasl_options=g("sasl_security_options"),
             sasl_tls_options=g("sasl_tls_security_options"),
@@ -131,6 +136,7 @@ class Settings:
             smtputf8_enable=cfg.smtputf8_enable, myhostname=cfg.myhostname,
             soft_bounce=cfg.soft_bounce,
             discard_ehlo=(g("discard_lhlo_keywords") if lmtp else g("discard_ehlo_keywords")),
+            min_backoff=cfg.minimal_backoff_time,
         )
 
 
@@ -157,17 +163,31 @@ class Session:
         data = self.client.data_to_send()
         if data:
             self.writer.write(data)
-        await asyncio.wait_for(self.writer.drain(), timeout or None)
+        await drain(self.writer, timeout)
 
     async def reply(self, timeout: float) -> tuple[str, ClientReply]:
         while True:
             got = self.client.pop_reply()
             if got is not None:
                 return got
-            data = await asyncio.wait_for(self.reader.read(65536), timeout or None)
+            # asyncio.timeout() arms one timer; wait_for() would also make
+            # a task per read, which is most of the agent's CPU per message.
+            async with asyncio.timeout(timeout or None):
+                data = await self.reader.read(65536)
             if not data:
                 raise ConnectionResetError("EOF")
             self.client.receive(data)
+
+
+async def drain(writer, timeout: float) -> None:
+    """Wait (at most ``timeout``) until the kernel took what we wrote.
+    Small writes go straight into the socket: then there is nothing to
+    wait for, and no timer or task is made (the common case per command)."""
+    transport = writer.transport
+    if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+        return
+    async with asyncio.timeout(timeout or None):
+        await writer.drain()
 
 
 class Agent:
@@ -337,6 +357,40 @@ class Agent:
 
     # -- connection setup ---------------------------------------------------------
     async def _connect(self, t: Target, req, nexthop) -> Session:
+        """A ready session (greeting, EHLO, STARTTLS, AUTH done) with ``t``.
+
+        When an opportunistic TLS handshake fails, the same address is tried
+        again at once with TLS off, as Postfix's smtp_connect.c does
+        (RETRY_AS_PLAINTEXT), but only under its conditions
+        (PLAINTEXT_FALLBACK_OK_AFTER_STARTTLS_FAILURE): the message has
+        waited in the queue at least minimal_backoff_time before this
+        delivery (so a first attempt defers and mail to a host with a
+        passing TLS fault is not sent in the clear at once), and no SASL
+        password would go to this server (a password never follows a
+        failed handshake in plaintext).
+        """
+        try:
+            return await self._connect_once(t, req, nexthop, plaintext=False)
+        except SessionFailed as e:
+            if not e.tls_retry_plain or not self._plaintext_fallback_ok(req, nexthop, t):
+                raise
+        return await self._connect_once(t, req, nexthop, plaintext=True)
+
+    def _plaintext_fallback_ok(self, req, nexthop, t: Target) -> bool:
+        if req.active_time - req.arrival_time < self.s.min_backoff:
+            return False
+        if self.s.sasl_enable and self.sasl_maps is not None:
+            try:
+                creds = lookup_credentials(self.sasl_maps, host=t.hostname, nexthop=nexthop.text,
+                                           sender=req.sender,
+                                           sender_dependent=self.s.sender_dependent_auth)
+            except TableTempFail:
+                return False
+            if creds is not None:
+                return False
+        return True
+
+    async def _connect_once(self, t: Target, req, nexthop, plaintext: bool) -> Session:
         to = self.s.timeouts
         where = t.relay
         try:
@@ -362,7 +416,7 @@ class Agent:
         sess.dest = nexthop.host or nexthop.text
         try:
             try:
-                await self._handshake(sess, req, nexthop)
+                await self._handshake(sess, req, nexthop, plaintext)
             except SessionFailed:
                 self._abort(sess)
                 raise
@@ -403,7 +457,7 @@ class Agent:
                                             try_next=False) from None
         return pol
 
-    async def _handshake(self, sess: Session, req, nexthop) -> None:
+    async def _handshake(self, sess: Session, req, nexthop, plaintext: bool = False) -> None:
         to = self.s.timeouts
         c = sess.client
         t = sess.target
@@ -417,7 +471,7 @@ class Agent:
             raise SessionFailed(dsn, f"host {t.namaddr} refused to talk to me: {greet.text}")
         policy = self._tls_policy(nexthop) if (self.tls or self.s.tls_level != "none") else None
         await self._hello(sess, esmtp=not self.s.never_send_ehlo)
-        if policy is not None and policy.enabled and not t.unix:
+        if policy is not None and policy.enabled and not t.unix and not plaintext:
             if sess.features.starttls and self.tls is not None:
                 await self._starttls(sess, policy, nexthop)
             elif policy.mandatory:
@@ -473,8 +527,10 @@ class Agent:
         except ssl.SSLCertVerificationError:
             raise SessionFailed("4.7.5", "Server certificate not trusted") from None
         except (ssl.SSLError, OSError, asyncio.TimeoutError) as err:
-            log.info(f"SSL_connect error to {t.relay}: {err}")
-            raise SessionFailed("4.7.5", "Cannot start TLS: handshake failure") from None
+            log.info(f"SSL_connect error to {t.relay}: {_ssl_error_text(err)}")
+            e = SessionFailed("4.7.5", "Cannot start TLS: handshake failure")
+            e.tls_retry_plain = policy.level == "may"
+            raise e from None
         c.tls_started()
         sess.tls = True
         sslobj = sess.writer.get_extra_info("ssl_object")
@@ -645,8 +701,8 @@ class Agent:
             return
         c.last_command = "BODY"
         enc = BodyEncoder(self.s.line_limit, downgrade=downgrade)
-        await self._send_body(req, sess, enc, queue_fd)
-        c.send_raw(enc.finish())
+        tail = await self._send_body(req, sess, enc, queue_fd)
+        c.send_raw(tail + enc.finish())
         n = tx.end_of_data()
         c.expect("DOT", n)
         c.last_command = "DOT"
@@ -655,8 +711,9 @@ class Agent:
             _, reply = await sess.reply(to["data_done"])
             tx.on_reply(reply)
 
-    async def _send_body(self, req, sess: Session, enc: BodyEncoder, queue_fd) -> None:
-        """Stream the content records to the socket; memory is one chunk."""
+    async def _send_body(self, req, sess: Session, enc: BodyEncoder, queue_fd) -> bytes:
+        """Stream the content records to the socket; memory is one chunk.
+        Returns the last (partial) chunk, not yet written."""
         xfer = self.s.timeouts["data_xfer"]
         if queue_fd is None:
             raise SessionFailed("4.3.0", "cannot read queue file", try_next=False)
@@ -674,12 +731,12 @@ class Agent:
                     if len(buf) >= WRITE_CHUNK:
                         sess.writer.write(bytes(buf))
                         buf.clear()
-                        await asyncio.wait_for(sess.writer.drain(), xfer or None)
+                        await drain(sess.writer, xfer)
         except RecordError as e:
             raise SessionFailed("4.3.0", f"queue file read error: {e}", try_next=False) from None
-        if buf:
-            sess.writer.write(bytes(buf))
-            await asyncio.wait_for(sess.writer.drain(), xfer or None)
+        # The tail goes out with the final dot (_transact): one write, one
+        # segment for a small message.
+        return bytes(buf)
 
     # -- ending sessions ---------------------------------------------------------------
     def _abort(self, sess: Session) -> None:
@@ -705,6 +762,23 @@ class Agent:
                 sess.writer.close()
             except Exception:   # noqa: BLE001
                 pass
+
+
+def _as_list(value) -> list[str]:
+    """smtp_fallback_relay is declared as a string (its default is
+    "$fallback_relay", Postfix's old name), lmtp_fallback_relay as a list:
+    take either."""
+    if isinstance(value, str):
+        return split_list(value)
+    return list(value or [])
+
+
+def _ssl_error_text(err: BaseException) -> str:
+    """Postfix logs "SSL_connect error to host[addr]:port: -1" and OpenSSL's
+    reason; an empty TimeoutError says nothing, so name it."""
+    if isinstance(err, asyncio.TimeoutError):
+        return "timed out"
+    return str(err) or type(err).__name__
 
 
 def _is_ip(text: str) -> bool:
