@@ -14,11 +14,13 @@ of the deferred and incoming queues, and wakes pickup, as Postfix's
 mail_flush_deferred() + mail_flush_maildrop().
 
 -i ID and -s SITE are the flush(8) service's send_file and send_site.
-pfy has no flush daemon yet; postqueue does their work itself when it may
-write the queue (super-user or instance owner): the deferred file is
-touched and moved to incoming/ and qmgr is woken, which is exactly what
-flush(8) does.  -s takes the deferred messages with a recipient at SITE
-and is refused, as Postfix's, for a site not in fast_flush_domains.
+pfy has no flush daemon: postqueue asks qmgr through its FIFO
+(public/qmgr, the "{id ID}" and "{site SITE}" frames of pfy.ipc.trigger),
+and qmgr moves the deferred files concerned to incoming/, so any user on
+authorized_flush_users may flush without write access to the queue.  -s
+is refused, as Postfix's flush service refuses it, for a site not in
+fast_flush_domains.  Both say "mail system is down" when nobody listens
+on public/qmgr.
 """
 
 from __future__ import annotations
@@ -182,30 +184,11 @@ def flush_queue(cfg) -> int:
     return 0
 
 
-def _queue(cfg):
-    from pfy.queue import Queue
-    return Queue(cfg.queue_directory, hash_queue_depth=cfg.hash_queue_depth,
-                 hash_queue_names=cfg.hash_queue_names,
-                 long_ids=cfg.enable_long_queue_ids)
-
-
-def _send_file(q, queue_id: str) -> bool:
-    """flush(8) flush_one_file(): deferred -> incoming with a fresh time
-    stamp (qmgr takes mtime as the retry time).  False if not deferred."""
-    import time
-    if os.path.exists(q.path("incoming", queue_id)):
-        return False
-    entry = q.entry("deferred", queue_id)
-    now = time.time()
-    try:
-        os.utime(entry.path, (now, now))
-        q.move(entry, "incoming")
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def flush_file(cfg, queue_id: str) -> int:
+    """postqueue -i: flush(8)'s send_file, asked of qmgr over public/qmgr
+    ("{id QUEUE_ID}", pfy.ipc.trigger.qmgr_flush_id): qmgr owns the queue,
+    so a user who may not write it can still flush."""
+    from pfy.ipc.trigger import qmgr_flush_id
     from pfy.queue import is_queue_id
     who = _user_allowed(cfg, "authorized_flush_users")
     if who is not None:
@@ -214,10 +197,8 @@ def flush_file(cfg, queue_id: str) -> int:
     if not is_queue_id(queue_id):
         raise _Fatal(f'Cannot flush queue ID - invalid name: "{queue_id[:100]}'
                      f'{"..." if len(queue_id) > 100 else ""}"', EX_USAGE)
-    if not _may_access_queue(cfg):
+    if not _trigger(cfg, cfg.queue_service_name, qmgr_flush_id(queue_id)):
         raise _Fatal("Cannot flush mail queue - mail system is down", EX_UNAVAILABLE)
-    if _send_file(_queue(cfg), queue_id):
-        _trigger(cfg, cfg.queue_service_name, b"FI")
     return 0
 
 
@@ -258,21 +239,12 @@ def flush_site(cfg, site: str) -> int:
     if not eligible:
         raise _Fatal(f'Flush service is not configured for destination "{site}"',
                      EX_UNAVAILABLE)
-    if not _may_access_queue(cfg):
+    # flush(8)'s send_site, asked of qmgr ("{site DOMAIN}"): it moves the
+    # deferred mail with a recipient at SITE to incoming/ and forgets that
+    # the destination was dead.
+    from pfy.ipc.trigger import qmgr_flush_site
+    if not _trigger(cfg, cfg.queue_service_name, qmgr_flush_site(site)):
         raise _Fatal("Cannot flush mail queue - mail system is down", EX_UNAVAILABLE)
-    from pfy.queue import CorruptQueueFile
-    q = _queue(cfg)
-    moved = 0
-    for entry in list(q.ready_files("deferred")):
-        try:
-            with q.open(entry) as r:
-                env = r.read_envelope()
-        except (CorruptQueueFile, OSError):
-            continue
-        if any(rc.address.rpartition("@")[2].lower() == name for rc in env.pending):
-            moved += _send_file(q, entry.queue_id)
-    if moved:
-        _trigger(cfg, cfg.queue_service_name, b"FI")
     return 0
 
 
@@ -281,7 +253,7 @@ def flush_site(cfg, site: str) -> int:
 def run(argv: list[str]) -> int:
     try:
         opts, args = getopt.getopt(argv, "c:fi:jps:v")
-    except getopt.GetoptError as err:
+    except getopt.GetoptError:
         _common.fatal(USAGE, EX_USAGE)
     if args:
         _common.fatal(USAGE, EX_USAGE)

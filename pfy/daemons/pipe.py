@@ -28,6 +28,10 @@ DESCRIPTION
     ($transport_destination_recipient_limit).  Expanded text comes from
     the queue file and is passed as argv words only, never to a shell.
 
+    A trace-only request (sendmail -bv) runs nothing: every recipient is
+    "deliverable (delivers to command: ARGV0)" when the command exists
+    and is executable, else undeliverable with exec's reason.
+
     Flag X (final delivery) is accepted; pfy's delivery status reports do
     not yet tell "relayed" from "delivered", so it changes nothing.
 
@@ -67,6 +71,7 @@ import os
 import pwd
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -659,6 +664,22 @@ class PipeAgent:
         for rcpt in s.request.recipients:
             s.status(rcpt, dsn, reason, self.service)
 
+    def _probe(self, s: AgentSession, command: str) -> None:
+        """sendmail -bv (pipe.c, DEL_REQ_TRACE_ONLY): the command is not
+        run; deliverable when it exists and is executable (inside
+        chroot= when set), else the reason exec would give."""
+        path = command
+        if not os.path.isabs(path):
+            path = shutil.which(command, path=os.environ.get("PATH", os.defpath)) or ""
+        full = os.path.join(self.attrs.chroot, path.lstrip("/")) if self.attrs.chroot and path \
+            else path
+        if not full or not os.path.exists(full):
+            return self._all(s, "4.3.0", f'Command failed: No such file or directory: "{command}"')
+        if os.path.isdir(full) or not os.access(full, os.X_OK):
+            return self._all(s, "4.3.0", f'Command failed: Permission denied: "{command}"')
+        for rcpt in s.request.recipients:
+            s.sent(rcpt, f"delivers to command: {command}", self.service)
+
     def deliver(self, s: AgentSession, reader: QueueFileReader) -> None:
         req, attrs = s.request, self.attrs
         rcpts = req.recipients
@@ -685,6 +706,8 @@ class PipeAgent:
         except MacroError as exc:
             log.warning(f"{self.service}: {exc}")
             return self._all(s, "4.3.5", "mail system configuration error")
+        if s.verify_only:
+            return self._probe(s, argv[0])
         sender = req.sender or attrs.null_sender
         env = {k: os.environ[k] for k in self.cfg.export_environment if k in os.environ}
         as_root = self.euid == 0 and os.geteuid() == 0

@@ -24,6 +24,9 @@ DESCRIPTION
        Delivered-To headers (pfy.mailbox), at most virtual_mailbox_limit
        bytes per mbox file or Maildir message.
 
+    A trace-only request (sendmail -bv) stops after step 3 and answers
+    "deliverable (delivers to maildir)" or the reason it could not.
+
     Log lines as Postfix's: "to=<u@example.com>, relay=virtual, ...,
     dsn=2.0.0, status=sent (delivered to maildir)" or "(delivered to
     mailbox)".  Mailbox trouble (full, unwritable, locked) keeps the mail
@@ -308,6 +311,12 @@ class VirtualAgent:
         if self.euid != 0 and uid != self.euid:
             s.defer(rcpt, "4.3.0", f"cannot deliver as uid {uid}: this mail system runs "
                     f"without root privileges as uid {self.euid}", self.service)
+            return
+        if s.verify_only:
+            # sendmail -bv (virtual/mailbox.c, DEL_REQ_TRACE_ONLY): the map
+            # lookups above are the probe; nothing is written.
+            s.sent(rcpt, "delivers to maildir" if loc.maildir else "delivers to mailbox",
+                   self.service)
             return
         opts = CopyOptions(sender=s.request.sender, orig_rcpt=rcpt.orig_rcpt,
                            delivered=rcpt.address, size_limit=cfg.virtual_mailbox_limit)

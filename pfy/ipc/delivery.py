@@ -97,7 +97,7 @@ DSN_PASSED = "relayed-dsn"
 # let an agent deliver mail that was only to be verified; an agent's owner
 # adds its name here once it checks ``session.verify_only`` before
 # delivering.
-VERIFY_AGENTS = frozenset({"error", "discard"})
+VERIFY_AGENTS = frozenset({"error", "discard", "smtp", "lmtp", "local", "virtual", "pipe"})
 
 # Bounds on what an agent accepts from its peer: a recipient list longer than
 # any configured per-delivery limit is a broken peer.  default_recipient_limit

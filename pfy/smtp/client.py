@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from pfy.smtp.address import quote_local
@@ -397,6 +397,10 @@ class Outcome:
     status: str          # sent / deferred / bounced
     dsn: str
     reason: str
+    # The server's reply when the outcome is its word ("550 5.1.1 <b@y>:
+    # User unknown"): the DSN's Diagnostic-Code "smtp; ..." (Postfix's
+    # DSB_DTYPE_SMTP); "" when we decided ourselves (DSN_BY_LOCAL_MTA).
+    diag: str = ""
 
 
 @dataclass
@@ -415,10 +419,10 @@ def _fail(reply: ClientReply, namaddr: str, kind: str) -> Outcome:
     reason = f"host {namaddr} said: {reply.text} (in reply to {in_reply_to(kind)} command)"
     dsn = reply.dsn
     if reply.klass == 4:
-        return Outcome(DEFERRED, dsn, reason)
+        return Outcome(DEFERRED, dsn, reason, reply.text)
     if dsn[0] != "5":
         dsn = "5" + dsn[1:]
-    return Outcome(BOUNCED, dsn, reason)
+    return Outcome(BOUNCED, dsn, reason, reply.text)
 
 
 class Transaction:
@@ -436,7 +440,7 @@ class Transaction:
     def __init__(self, sender: str, recipients: list[TxRecipient], features: Features,
                  namaddr: str, *, lmtp: bool = False, size: int = 0, body_8bit: bool = False,
                  send_8bitmime: bool = True, smtputf8: bool = False, dsn_ret: int = 0,
-                 dsn_envid: str = ""):
+                 dsn_envid: str = "", probe: bool = False):
         self.sender = sender
         self.rcpts = recipients
         self.features = features
@@ -448,6 +452,11 @@ class Transaction:
         self.smtputf8 = smtputf8
         self.dsn_ret = dsn_ret
         self.dsn_envid = dsn_envid
+        # An address probe (sendmail -bv, verify(8)): MAIL and RCPT only;
+        # a RCPT 2xx is the recipient's final "deliverable" outcome, and
+        # the driver ends the transaction with RSET (smtp_proto.c: a
+        # DEL_REQ_TRACE_ONLY request goes no further than RCPT).
+        self.probe = probe
         self._queue: deque[tuple[str, str, int]] = deque()   # kind, line, rcpt index
         self._awaiting: deque[tuple[str, int]] = deque()
         self.mail_ok = False
@@ -498,7 +507,8 @@ class Transaction:
         for i, r in enumerate(self.rcpts):
             if r.outcome is None:
                 self._queue.append(("RCPT", self.rcpt_command(r), i))
-        self._queue.append(("DATA", "DATA", -1))
+        if not self.probe:
+            self._queue.append(("DATA", "DATA", -1))
 
     def commands(self) -> list[tuple[str, str]]:
         """The next group to send: everything with PIPELINING, else one."""
@@ -537,6 +547,8 @@ class Transaction:
                 pass                         # outcome set by the MAIL failure
             elif reply.klass == 2:
                 r.accepted = True
+                if self.probe:
+                    r.outcome = Outcome(SENT, reply.dsn, reply.text, reply.text)
             else:
                 r.outcome = _fail(reply, self.namaddr, "RCPT")
             if not self.features.pipelining and not self._awaiting:
@@ -579,7 +591,7 @@ class Transaction:
         for i in targets:
             r = self.rcpts[i]
             if reply.klass == 2:
-                r.outcome = Outcome(SENT, reply.dsn, reply.text)
+                r.outcome = Outcome(SENT, reply.dsn, reply.text, reply.text)
             else:
                 r.outcome = _fail(reply, self.namaddr, "DOT")
 
@@ -599,6 +611,10 @@ class Transaction:
 # Queue record types (pfy.queue.record, Postfix's rec_type.h).
 REC_NORM = ord("N")
 REC_CONT = ord("L")
+# pfy.queue.record: at most 5 length bytes (35 bits) and 1 MiB of payload;
+# beyond either the queue file is corrupt.
+RECORD_LENGTH_BYTES = 5
+MAX_RECORD_PAYLOAD = 1 << 20
 
 _SAFE_QP = frozenset(range(33, 127)) - {ord("=")}
 
@@ -767,6 +783,83 @@ class BodyEncoder:
         for ln in self.down.line(data):
             out += self._emit_piece(ln, end=True)
         return bytes(out)
+
+    def encode_records(self, buf: bytes, pos: int = 0) -> tuple[bytes, int]:
+        """Raw queue-file bytes (a run of content records, as read from the
+        file) -> (DATA bytes, offset of the first record not complete in
+        ``buf``).  The caller keeps ``buf[offset:]`` and prepends it to the
+        next read, so memory stays one read chunk plus one record.
+
+        The same output as record() per record, in batches: complete lines
+        that need neither breaking nor downgrading are joined with CRLF in
+        one bytes operation, and dot-stuffed with one replace() (RFC 5321
+        4.5.2) -- about a tenth of the per-record cost at 100 KB.  Record
+        types other than N and L (padding, pointers) are skipped, as the
+        per-record path of the driver did.
+        """
+        end = len(buf)
+        out: list[bytes] = []
+        lines: list[bytes] = []
+        fast = self.down is None
+        at_line_start = fast and self._col == 0
+        append = lines.append
+        limit = self.line_limit if self.line_limit > 0 else MAX_RECORD_PAYLOAD
+        norm, cont = REC_NORM, REC_CONT
+        while pos + 2 <= end:
+            rtype = buf[pos]
+            n = buf[pos + 1]
+            if n < 0x80:
+                start = pos + 2
+            else:
+                # Postfix rec_put(): 7 bits per byte, low bits first.
+                n &= 0x7F
+                shift, i = 7, pos + 2
+                while True:
+                    if i >= end:
+                        n = -1
+                        break
+                    b = buf[i]
+                    n |= (b & 0x7F) << shift
+                    shift += 7
+                    i += 1
+                    if b < 0x80:
+                        break
+                    if i - pos > RECORD_LENGTH_BYTES:
+                        raise ValueError(f"bad record length at content offset {pos}")
+                if n < 0:
+                    break
+                if n > MAX_RECORD_PAYLOAD:
+                    raise ValueError(f"record length {n} at content offset {pos}")
+                start = i
+            stop = start + n
+            if stop > end:
+                break
+            if rtype == norm and at_line_start and n <= limit:
+                append(buf[start:stop])
+            elif rtype == norm or rtype == cont:
+                if lines:
+                    out.append(self._join_lines(lines))
+                    lines = []
+                    append = lines.append
+                out.append(self.record(rtype, buf[start:stop]))
+                at_line_start = fast and self._col == 0
+            pos = stop
+        if lines:
+            out.append(self._join_lines(lines))
+        return b"".join(out), pos
+
+    def _join_lines(self, lines: list[bytes]) -> bytes:
+        """Complete lines at column 0 -> CRLF-ended, dot-stuffed bytes.
+        Queue records never hold a newline, so every b"\n." in the joined
+        text is a line start of ours."""
+        data = b"\r\n".join(lines)
+        data += b"\r\n"
+        if b"\n." in data:
+            data = data.replace(b"\n.", b"\n..")
+        if data[:1] == b".":
+            data = b"." + data
+        self.bytes_out += len(data)
+        return data
 
     def _emit_piece(self, data: bytes, end: bool) -> bytes:
         out = bytearray()

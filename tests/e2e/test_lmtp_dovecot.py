@@ -3,12 +3,19 @@
 sendmail -> ... -> qmgr -> lmtp -> Dovecot LMTP (started here with its own
 config in the temp folder, foreground, stopped after) -> Maildir.  Needs the
 Debian packages dovecot-core and dovecot-lmtpd (tools/test installs them).
+
+Dovecot's folder is not under pytest's tmp_path: Dovecot stores the mail as
+the userdb's uid (nobody), which needs +x on every folder above the
+Maildir, and every pytest session resets /tmp/pytest-of-root to 0700 --
+Dovecot then answered "451 4.2.0 Internal error occurred" after the dot
+(its log: "stat(.../Maildir/tmp) failed: Permission denied (euid=65534
+(nobody) ... missing +x perm: /tmp/pytest-of-root").  Whether the test
+passed depended on which pytest session had touched that folder last.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from instance import Instance, free_port
+from localusers import traversable_tmp
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -31,6 +39,7 @@ def _dovecot(tmp: Path, listen: str) -> subprocess.Popen:
 base_dir = {tmp}/run
 state_dir = {tmp}/state
 log_path = {tmp}/dovecot.log
+mail_debug = yes
 protocols = lmtp
 ssl = no
 listen = 127.0.0.1
@@ -60,9 +69,14 @@ def _maildir_files(tmp: Path, user: str) -> list[Path]:
     return sorted(new.iterdir()) if new.is_dir() else []
 
 
-def test_virtual_transport_lmtp_inet_into_maildir(tmp_path):
+@pytest.fixture
+def dtmp():
+    with traversable_tmp(prefix="pfy-dovecot-") as path:
+        yield path
+
+
+def test_virtual_transport_lmtp_inet_into_maildir(tmp_path, dtmp):
     port = free_port()
-    dtmp = tmp_path / "dovecot"
     proc = _dovecot(dtmp, f"inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}")
     try:
         with Instance(tmp_path / "pfy", main_cf={
@@ -72,7 +86,13 @@ def test_virtual_transport_lmtp_inet_into_maildir(tmp_path):
             p = inst.command("sendmail", "-f", "a@pfy.example", "alice@virt.example", "bob@virt.example",
                              input=b"Subject: lmtp\n\nhello dovecot\n")
             assert p.returncode == 0, p.stderr
-            lines = inst.wait_for_log(r"postfix/lmtp\[\d+\]: .*status=sent", count=2, timeout=20)
+            try:
+                lines = inst.wait_for_log(r"postfix/lmtp\[\d+\]: .*status=sent", count=2,
+                                          timeout=20)
+            except AssertionError as e:
+                log = dtmp / "dovecot.log"
+                raise AssertionError(f"{e}\nDovecot's log:\n"
+                                     f"{log.read_text() if log.exists() else '(none)'}") from None
             assert all(f"relay=127.0.0.1[127.0.0.1]:{port}" in ln for ln in lines)
             assert any("to=<alice@virt.example>" in ln for ln in lines)
             # Dovecot answers per recipient after the dot (RFC 2033 4.2).

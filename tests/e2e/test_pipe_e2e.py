@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from instance import Instance
-from localusers import local_users
+from localusers import local_users, traversable_tmp
 
 QID = r"[0-9A-Za-z]+"
 PYTHON = "/usr/bin/python3"
@@ -50,6 +50,16 @@ def script(folder: Path, name: str, body: str) -> str:
     p.write_text(f"#!{PYTHON}\n" + textwrap.dedent(body))
     p.chmod(0o755)
     return str(p)
+
+
+@pytest.fixture
+def tmp_path():
+    """Not pytest's tmp_path: as root, instance.py moves an instance under
+    pytest's base to a root-owned /tmp folder, which the ordinary user these
+    tests run the instance as cannot write; and pytest resets its base to
+    0700 (see localusers.traversable_tmp)."""
+    with traversable_tmp() as path:
+        yield path
 
 
 def _traversable(path: Path) -> None:

@@ -138,3 +138,24 @@ def test_connection_reuse_logs_conn_use(tmp_path):
         _send(inst, rcpt="c@remote.example")
         line = inst.wait_for_log(r"to=<c@remote.example>.*status=sent")[0]
         assert ", conn_use=2," in line
+
+
+def test_sendmail_bv_probes_without_data(tmp_path):
+    """sendmail -bv through smtp: EHLO, MAIL, RCPT, no DATA; the log says
+    deliverable / undeliverable with the server's words (Postfix's
+    DEL_REQ_TRACE_ONLY in smtp_proto.c)."""
+    with sink("-f", "rcpt") as bad_port, sink() as port, \
+            _instance(tmp_path / "i", relayhost=f"[127.0.0.1]:{port}",
+                      transport_maps=f"inline:{{ bad.example=smtp:[127.0.0.1]:{bad_port} }}",
+                      ) as inst:
+        inst.start()
+        p = inst.command("sendmail", "-f", "a@pfy.example", "-bv", "b@remote.example",
+                         "c@bad.example", input=b"")
+        assert p.returncode == 0, p.stderr
+        good = inst.wait_for_log(r"postfix/smtp\[\d+\]: \w+: to=<b@remote\.example>.*"
+                                 r"status=deliverable")[0]
+        assert f"relay=127.0.0.1[127.0.0.1]:{port}" in good and "(250 " in good
+        bad = inst.wait_for_log(r"to=<c@bad\.example>.*status=undeliverable")[0]
+        assert "(in reply to RCPT TO command)" in bad
+        assert "status=sent" not in "".join(ln for ln in inst.log().splitlines()
+                                            if "postfix/smtp[" in ln)

@@ -34,7 +34,9 @@ def test_bench_relay_tiny(tmp_path):
             r = row[system]
             assert r["delivered"] >= (6 if "destinations" in label else
                                       5 if "102400" in label else 20), (label, system, r)
-            assert r["rate"] > 0 and r["cpu_per_msg"] > 0, (label, system, r)
+            # CPU comes from /proc in clock ticks (10 ms): Postfix relays
+            # 6 small messages in less than one, so 0 is a valid figure.
+            assert r["rate"] > 0 and r["cpu_per_msg"] >= 0, (label, system, r)
             if "destinations" in label:
                 assert r["served"] == 3, (label, system, r)
     assert "ratio" in p.stdout and "destinations served 3/3" in p.stdout

@@ -115,12 +115,10 @@ def test_postfix_rejection_bounces_with_its_words(world):
     assert "Undelivered Mail Returned to Sender" in notice
     assert "<nobody@pf.example>: host 127.0.0.1[127.0.0.1] said: 554 5.7.1" in notice
     assert REJECT_TEXT in notice
-    # XXX Postfix writes "Diagnostic-Code: smtp; 554 5.7.1 ..." and
-    # "Remote-MTA: dns; 127.0.0.1": its smtp passes the reply as a typed
-    # diagnostic (dtype/dtext, mtype/mname) that pfy.ipc.delivery's
-    # RecipientResult cannot carry yet, so pfy's notice says "X-Postfix;
-    # host ... said: ...".  Either way the remote words are quoted.
-    assert re.search(r"Diagnostic-Code: (smtp|X-Postfix); (host \S+ said: )?554 5\.7\.1\s+"
+    # As Postfix's smtp: the server's reply is a typed diagnostic, and the
+    # server is the Remote-MTA (RFC 3464 2.3.5, 2.3.6).
+    assert re.search(r"Remote-MTA: dns; 127\.0\.0\.1\n", notice), notice
+    assert re.search(r"Diagnostic-Code: smtp; 554 5\.7\.1\s+"
                      r"<nobody@pf\.example>: Recipient\s+address\s+rejected:\s+go\s+away",
                      notice), notice
     assert _maildir_messages(vmail, "nobody") == []

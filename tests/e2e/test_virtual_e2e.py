@@ -18,9 +18,19 @@ from pathlib import Path
 import pytest
 
 from instance import Instance
-from localusers import local_users, messages_in_maildir, messages_in_mbox
+from localusers import local_users, messages_in_maildir, messages_in_mbox, traversable_tmp
 
 QID = r"[0-9A-Za-z]+"
+
+
+@pytest.fixture
+def tmp_path():
+    """Not pytest's tmp_path: as root, instance.py moves an instance under
+    pytest's base to a root-owned /tmp folder, which the ordinary user these
+    tests run the instance as cannot write; and pytest resets its base to
+    0700 (see localusers.traversable_tmp)."""
+    with traversable_tmp() as path:
+        yield path
 
 
 def sendmail(inst: Instance, *args: str, body: bytes = b"Subject: t\n\nhi\n") -> None:

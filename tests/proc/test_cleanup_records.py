@@ -1,7 +1,8 @@
 """cleanup: who may connect (SO_PEERCRED), the records trusted clients
 send besides the message (REC_FLGS, REC_FILT, REC_RDR, extracted DSN
-records), message_drop_headers, encoding=8bit, content_filter and a
-client that leaves without a message."""
+records), message_drop_headers, encoding=8bit, content_filter (never read
+by cleanup itself), the W record of delay_warning_time and a client that
+leaves without a message."""
 
 import os
 import subprocess
@@ -43,6 +44,7 @@ def _instance(tmp_path):
         body_checks = regexp:{tmp_path}/body_checks
         body_checks_size_limit = 100
         content_filter = scan:[127.0.0.1]:10025
+        delay_warning_time = 4h
         maillog_file = {tmp_path}/maillog
         """))
     Queue(os.fspath(tmp_path)).make_dirs()
@@ -87,7 +89,7 @@ def maillog(root):
         return ""
 
 
-def test_drop_headers_8bit_and_content_filter(instance):
+def test_drop_headers_8bit_and_no_content_filter_of_its_own(instance):
     root, path = instance
     qid = submit(path, [b"Subject: hi", b"Bcc: x@y", b"Content-Length: 5",
                         b"Return-Path: <a@b>", b"", "caf\u00e9".encode()])
@@ -95,7 +97,18 @@ def test_drop_headers_8bit_and_content_filter(instance):
     assert not [ln for ln in lines if ln.split(b":")[0].lower()
                 in (b"bcc", b"content-length", b"return-path")]
     assert env.attrs.get("encoding") == "8bit"
-    assert env.filter == "scan:[127.0.0.1]:10025"
+    # main.cf's content_filter is smtpd's and pickup's to send (REC_FILT):
+    # a re-injection path with "-o content_filter=" must end the loop.
+    assert env.filter == ""
+
+
+def test_warn_time_record_from_delay_warning_time(instance):
+    root, path = instance
+    qid = submit(path, [b"Subject: hi", b"", b"x"],
+                 envelope_extra=[(ord("W"), b"%15d" % 1)])     # a client's W is not relayed
+    env, _ = read(root, qid)
+    assert env.warn_offset > 0
+    assert env.warn_time == int(env.arrival_time) + 4 * 3600, (env.warn_time, env.arrival_time)
 
 
 def test_client_filter_redirect_and_hold_flags(instance):

@@ -184,3 +184,47 @@ def test_mx_preference_order():
     import random
     out = order_mx([(20, "c"), (10, "a"), (10, "b")], random.Random(1))
     assert [p for p, _ in out] == [10, 10, 20] and out[2][1] == "c"
+
+
+def _records(*recs):
+    from pfy.queue.record import encode_record
+    return b"".join(encode_record(t, d) for t, d in recs)
+
+
+def test_encode_records_matches_per_record_encoding_at_any_split():
+    from pfy.queue.record import REC_CONT, REC_NORM, REC_DTXT
+    recs = [(REC_NORM, b"Subject: x"), (REC_NORM, b""), (REC_NORM, b".dot"),
+            (REC_DTXT, b"pad"), (REC_CONT, b"a" * 200), (REC_NORM, b".tail"),
+            (REC_NORM, b"y" * 1200), (REC_NORM, b"."), (REC_CONT, b".x"), (REC_NORM, b"")]
+    raw = _records(*recs)
+    ref = BodyEncoder(998)
+    want = b"".join(ref.record(t, d) for t, d in recs if t != REC_DTXT) + ref.finish()
+    for split in range(len(raw) + 1):          # every place a read can end
+        enc = BodyEncoder(998)
+        out1, used = enc.encode_records(raw[:split])
+        out2, used2 = enc.encode_records(raw[used:split] + raw[split:])
+        assert used2 == len(raw) - used, split
+        assert out1 + out2 + enc.finish() == want, split
+
+
+def test_encode_records_with_downgrade_uses_the_mime_path():
+    from pfy.queue.record import REC_NORM
+    recs = [(REC_NORM, b"Content-Transfer-Encoding: 8bit"), (REC_NORM, b""),
+            (REC_NORM, "caf\u00e9".encode()), (REC_NORM, b".x")]
+    ref = BodyEncoder(998, downgrade=True)
+    want = b"".join(ref.record(t, d) for t, d in recs) + ref.finish()
+    enc = BodyEncoder(998, downgrade=True)
+    out, used = enc.encode_records(_records(*recs))
+    assert out + enc.finish() == want and b"caf=C3=A9" in want
+
+
+def test_probe_transaction_has_no_data():
+    f = Features(esmtp=True, pipelining=True)
+    rcpts = [TxRecipient("b@y"), TxRecipient("c@y")]
+    tx = Transaction("a@x", rcpts, f, NAMADDR, probe=True)
+    assert [k for k, _ in tx.commands()] == ["MAIL", "RCPT", "RCPT"]
+    for r in replies(b"250 ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no\r\n"):
+        tx.on_reply(r)
+    assert not tx.want_body and tx.awaiting_replies == 0
+    assert (rcpts[0].outcome.status, rcpts[0].outcome.reason) == (SENT, "250 2.1.5 Ok")
+    assert rcpts[1].outcome.status == BOUNCED and rcpts[1].outcome.diag == "550 5.1.1 no"

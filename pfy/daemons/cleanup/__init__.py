@@ -34,8 +34,10 @@ PARAMETERS
     always_add_missing_headers, header_from_format,
     enable_original_recipient, recipient_delimiter,
     propagate_unmatched_extensions, duplicate_filter_limit,
-    remote_header_rewrite_domain, enable_long_queue_ids, myhostname,
-    mydestination, inet_interfaces, proxy_interfaces (see postconf(5)).
+    remote_header_rewrite_domain, enable_long_queue_ids, delay_warning_time
+    (the W record), myhostname, mydestination, inet_interfaces,
+    proxy_interfaces (see postconf(5)).  Not content_filter: smtpd and
+    pickup read it and send it here as a REC_FILT record.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def settings_from_config(cfg, open_maps) -> Settings:
         line_length_limit=cfg.line_length_limit,
         message_drop_headers=frozenset(h.lower() for h in _classes(cfg.message_drop_headers)),
         body_checks_size_limit=cfg.body_checks_size_limit,
-        content_filter=cfg.content_filter,
+        delay_warning_time=cfg.delay_warning_time,
     )
 
 

@@ -136,7 +136,7 @@ class Settings:
     message_drop_headers: frozenset = frozenset(
         {"bcc", "content-length", "resent-bcc", "return-path"})
     body_checks_size_limit: int = 51200
-    content_filter: str = ""
+    delay_warning_time: int = 0         # seconds; 0: no delay warnings
 
 
 @dataclass
@@ -180,6 +180,7 @@ class Cleanup:
         self.first_rcpt: str | None = None
         self.fullname = ""
         self.arrival: float | None = None
+        self.time_written = False
         self.attrs: dict[str, str] = {}
         self.hdr_context: str | None = "local"
         self.orig_rcpt = ""
@@ -314,13 +315,27 @@ class Cleanup:
         self.dsn_orcpt = ""
         self.dsn_notify = 0
 
+    def _time(self) -> None:
+        """T, then W: cleanup generates the delay warning time instead of
+        relaying a client's (cleanup_envelope.c, Postfix 2.7 and later),
+        so qmgr sends one delay notice after delay_warning_time."""
+        if self.time_written:
+            return                      # the first T wins
+        self.time_written = True
+        self.w.time(self.arrival)
+        if self.st.delay_warning_time > 0:
+            arrival = self.arrival if self.arrival is not None else self.w.create_time[0]
+            self.w.warn_time(int(arrival) + self.st.delay_warning_time)
+
     def _envelope(self, rtype: int, data: bytes) -> None:
         if rtype == REC_TIME:
+            if self.time_written:
+                return
             try:
                 self.arrival = float(data.split()[0])
             except (ValueError, IndexError):
                 self.arrival = None
-            self.w.time(self.arrival)
+            self._time()
         elif rtype == REC_FULL:
             self.fullname = data.decode("utf-8", "surrogateescape")
             self.w.full_name(self.fullname)
@@ -359,7 +374,7 @@ class Cleanup:
                 self.log.warning(f"{self.queue_id}: message rejected: missing sender envelope record")
             if self.arrival is None:
                 self.arrival = self.now()
-                self.w.time(self.arrival)
+                self._time()
             self.w.begin_content()
             self.stage = "content"
             self.content_seen = True
@@ -715,9 +730,11 @@ class Cleanup:
                         [self.sender_bcc] if self.sender_bcc else []) + self.extra_bcc:
                     self._out_recipient(bcc, bcc)
             # A FILTER action of header/body checks wins over the client's
-            # (access FILTER, its content_filter), which wins over ours.
-            filt = self.filter or self.client_filter or (
-                st.content_filter if self.flags & FLAG_FILTER else "")
+            # (smtpd's access FILTER or content_filter, pickup's
+            # content_filter).  cleanup never reads content_filter itself:
+            # in Postfix only smtpd, pickup and qmqpd do, so a re-injection
+            # path with "-o content_filter=" ends the filter loop.
+            filt = self.filter or self.client_filter
             if filt:
                 self.w.write_record(REC_FILT, filt.encode("utf-8", "surrogateescape"))
             redirect = self.redirect or self.client_redirect

@@ -283,12 +283,12 @@ class LocalAgent:
         or a 5.1.1 bounce."""
         delivered = state.delivered if state is not None else rcpt.address
         if self.cfg.mailbox_transport:
-            self.pass_to(s, rcpt, self.cfg.mailbox_transport)
+            self._pass(s, rcpt, self.cfg.mailbox_transport)
             return
         user = self.getpw(name)
         if user is None:
             if self.cfg.fallback_transport:
-                self.pass_to(s, rcpt, self.cfg.fallback_transport)
+                self._pass(s, rcpt, self.cfg.fallback_transport)
                 return
             # A raw parameter, as in Postfix's local.c raw_table: $user and
             # friends are local(8)'s, not main.cf's, so take it unexpanded.
@@ -312,6 +312,14 @@ class LocalAgent:
                                  delivered=delivered)
             return
         self.deliver_mailbox(s, reader, rcpt, user, delivered=delivered)
+
+    def _pass(self, s, rcpt: RequestRecipient, spec: str) -> None:
+        """mailbox_transport / fallback_transport.  A probe is answered
+        here: the agent behind that transport might deliver it."""
+        if s.verify_only:
+            s.sent(rcpt, f"delivery via {spec.partition(':')[0]}", self.service)
+            return
+        self.pass_to(s, rcpt, spec)
 
     # -- aliases (Postfix local/alias.c) -------------------------------------
     def _alias(self, exp: Expansion, reader: QueueFileReader, state: State,
@@ -365,6 +373,7 @@ class LocalAgent:
                 child.orig = ""
             elif self.cfg.reset_owner_alias:
                 child.owner = None
+            exp.expanded = True
             count = self._deliver_tokens(exp, reader, child, rcpt, [value])
             if count < 1:
                 log.warning(f"no recipient in alias lookup result for {name}")
@@ -439,6 +448,7 @@ class LocalAgent:
         count = self._deliver_tokens(exp, reader, child, rcpt, lines)
         if count > 0:
             exp.dups.add(("forward-done", found))
+            exp.expanded = True
             return True
         return False
 
@@ -554,6 +564,10 @@ class LocalAgent:
 
     def _indirect(self, exp: Expansion, state: State, rcpt: RequestRecipient) -> None:
         """forward_append(): remember it; _flush_forwards() sends them."""
+        if exp.verify_only:
+            # deliver_indirect(): "Don't forward a trace-only request."
+            exp.branch(state.sender).sent(rcpt, f"forwards to {rcpt.address}", self.service)
+            return
         exp.forwards.setdefault((state.sender, state.delivered), []).append(rcpt)
 
     def _flush_forwards(self, exp: Expansion, reader: QueueFileReader) -> None:
@@ -587,6 +601,10 @@ class LocalAgent:
         rights = self._rights(state.rights)
         if rights is None:
             s.defer(rcpt, "4.3.5", "mail system configuration error", self.service)
+            return
+        if s.verify_only:                       # local/file.c: trace-only
+            s.sent(rcpt, "delivers to maildir" if path.endswith("/")
+                   else f"delivers to file: {path}", self.service)
             return
         delivered = (state.delivered if "file" in _classes(self.cfg.prepend_delivered_header)
                      else "")
@@ -683,10 +701,15 @@ class LocalAgent:
     def deliver_mailbox(self, s: AgentSession, reader: QueueFileReader,
                         rcpt: RequestRecipient, user: User, delivered: str | None = None) -> None:
         cfg = self.cfg
+        home_mb, spool = cfg.home_mailbox, cfg.mail_spool_directory
+        if s.verify_only:                       # local/mailbox.c: trace-only
+            maildir = (home_mb or spool).endswith("/")
+            s.sent(rcpt, "delivers to maildir" if maildir else "delivers to mailbox",
+                   self.service)
+            return
         opts = CopyOptions(sender=s.request.sender, orig_rcpt=rcpt.orig_rcpt,
                            delivered=delivered or rcpt.address,
                            size_limit=cfg.mailbox_size_limit)
-        home_mb, spool = cfg.home_mailbox, cfg.mail_spool_directory
         run_uid, run_gid, chown = user.uid, user.gid, None
         if home_mb:
             path = os.path.join(user.home, home_mb)
@@ -755,6 +778,9 @@ class LocalAgent:
     def deliver_command(self, s: AgentSession, reader: QueueFileReader, rcpt: RequestRecipient,
                         user: User, name: str, ext: str, command: str,
                         delivered: str | None = None) -> None:
+        if s.verify_only:                       # local/command.c: trace-only
+            s.sent(rcpt, f"delivers to command: {command}", self.service)
+            return
         domain = rcpt.address.rpartition("@")[2] if "@" in rcpt.address else ""
         client = s.request.client
         env = {"PATH": _PATH, "SHELL": user.shell, "HOME": user.home, "USER": name,
@@ -823,6 +849,9 @@ class LocalAgent:
         forwarding loop is seen; the recipient is then done, logged as
         "forwarded as ID".  An expander (issue 4) calls this for aliases
         and .forward entries that are addresses."""
+        if s.verify_only:                       # deliver_indirect(): trace-only
+            s.sent(rcpt, "forwards to " + ", ".join(addresses), self.service)
+            return
         orig = rcpt.orig_rcpt or rcpt.address
         try:
             queue_id = self._submit(s.request, s.request.sender, [(a, orig) for a in addresses],

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 from pfy import log
-from pfy.ipc.delivery import BOUNCED, DEFERRED, SENT, RecipientResult, soft_bounce
+from pfy.ipc.delivery import (BOUNCED, DEFERRED, DELIVERABLE, SENT, UNDELIVERABLE,
+                              RecipientResult, soft_bounce)
 
 __all__ = ["State", "Expansion", "Branch", "split_targets", "expand_forward_path",
            "EXPAND_ALIAS", "EXPAND_FORWARD", "EXPAND_INCLUDE", "ALIAS_LOOP_LIMIT"]
@@ -181,6 +182,12 @@ class Expansion:
         self.dups: set = set()                                # been_here()
         self.forwards: dict[tuple[str, str], list] = {}      # (sender, delivered) -> [rcpt]
         self.loop_info: set[str] | None = None               # Delivered-To: values
+        self.expanded = False          # an alias or .forward replaced the top address
+
+    @property
+    def verify_only(self) -> bool:
+        """A trace-only request (sendmail -bv): probe, never deliver."""
+        return bool(getattr(self.session, "verify_only", False))
 
     def branch(self, sender: str) -> "Branch":
         return Branch(self, sender)
@@ -188,9 +195,12 @@ class Expansion:
     def record(self, rcpt, status: str, dsn: str, reason: str, relay: str) -> None:
         s = self.session
         delay, delays = s.delays.line(self.clock())
+        shown = status
+        if self.verify_only:        # Postfix's probe lines: status=deliverable
+            shown = DELIVERABLE if status == SENT else UNDELIVERABLE
         log.log_delivery(queue_id=s.request.queue_id, to=rcpt.address,
                          orig_to=rcpt.orig_rcpt, relay=relay, delay=delay, delays=delays,
-                         dsn=dsn, status=status, reason=reason)
+                         dsn=dsn, status=shown, reason=reason)
         self.results.append((status, dsn, reason, rcpt.address))
 
     def settle(self) -> None:
@@ -198,19 +208,36 @@ class Expansion:
         else bounced if any part was, else done (marked now, as
         AgentSession.sent() would)."""
         s, top = self.session, self.top
+        verify = self.verify_only
         for want in (DEFERRED, BOUNCED):
-            for status, dsn, reason, _addr in self.results:
+            for status, dsn, reason, addr in self.results:
                 if status == want:
+                    if verify and addr.lower() != top.address.lower():
+                        reason = f"<{addr}>: {reason}"
                     s.passed(top, RecipientResult(top.offset, top.address, status, dsn,
-                                                  reason, False))
+                                                  reason, False,
+                                                  action=UNDELIVERABLE if verify else ""))
                     return
         marked = False
-        if s.queue_fd is not None and top.offset >= 0:
+        if s.queue_fd is not None and top.offset >= 0 and not verify:
             from pfy.queue.queue_file import mark_done
             mark_done(s.queue_fd, top.offset)
             marked = True
-        reason = self.results[0][2] if self.results else "delivered"
-        s.passed(top, RecipientResult(top.offset, top.address, SENT, "2.0.0", reason, marked))
+        if verify:
+            # The probe's answer names every address the expansion reached
+            # (Postfix's trace lists them one by one; qmgr takes one result
+            # per queue-file recipient here).
+            reason = "; ".join(
+                r if a.lower() == top.address.lower() else f"<{a}>: {r}"
+                for _st, _dsn, r, a in self.results) or "delivers to mailbox"
+            action = DELIVERABLE
+        else:
+            reason = self.results[0][2] if self.results else "delivered"
+            # RFC 3464 2.3.3: an alias or .forward that handed the mail on
+            # to other addresses "expanded" it (success notices say so).
+            action = "expanded" if self.expanded else ""
+        s.passed(top, RecipientResult(top.offset, top.address, SENT, "2.0.0", reason, marked,
+                                      action=action))
 
 
 class Branch:
@@ -222,6 +249,10 @@ class Branch:
         self.exp = exp
         req = exp.session.request
         self.request = req if sender == req.sender else dataclasses.replace(req, sender=sender)
+
+    @property
+    def verify_only(self) -> bool:
+        return self.exp.verify_only
 
     def sent(self, rcpt, reason: str, relay: str, dsn: str = "2.0.0") -> None:
         self.exp.record(rcpt, SENT, dsn, reason, relay)

@@ -507,7 +507,10 @@ class ActiveQueue:
                 # NOTIFY=SUCCESS: a success notice, unless the next hop
                 # took the DSN request along (it notifies then).
                 if record_all or (rcpt.dsn_notify & NOTIFY_SUCCESS and res.action != DSN_PASSED):
-                    action = res.action if res.action not in ("", DSN_PASSED) else "delivered"
+                    # A hop that took the DSN request along relayed it
+                    # (Postfix's "relayed" for sendmail -v as well).
+                    action = ("relayed" if res.action == DSN_PASSED
+                              else res.action or "delivered")
                     trace.append(_status(rcpt, res.dsn, action, res.reason, res))
             elif res.status == BOUNCED:
                 st = _status(rcpt, res.dsn, "failed", res.reason, res)

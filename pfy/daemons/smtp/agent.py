@@ -23,36 +23,44 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pfy import log
 from pfy.config import split_list
 from pfy.daemons.smtp.cache import ConnectionCache
 from pfy.daemons.smtp.routing import (RouteError, Target, our_addresses, parse_nexthop,
                                       resolve)
-from pfy.ipc.delivery import AgentSession, DeliveryRequest
-from pfy.queue.record import REC_CONT, REC_NORM, RecordError, RecordReader
-from pfy.smtp.client import (BOUNCED, DEFERRED, SENT, BodyEncoder, ClientReply, Features,
-                             Outcome, ProtocolViolation, SmtpClient, Transaction,
-                             TxRecipient, describe_state, in_reply_to)
+from pfy.ipc.delivery import DSN_PASSED, AgentSession, DeliveryRequest, trace_only
+from pfy.smtp.client import (BOUNCED, DEFERRED, DSN_NOTIFY_SUCCESS, SENT, BodyEncoder,
+                             ClientReply, Features, Outcome, ProtocolViolation, SmtpClient,
+                             Transaction, TxRecipient, in_reply_to)
 from pfy.smtp.sasl_client import SaslClient, SaslError, choose_mechanism, lookup_credentials
 from pfy.tables import TableTempFail
 from pfy.tls.client import ClientTlsPolicy, parse_policy
 
 __all__ = ["Agent", "Settings"]
 
-# Content bytes handed to the socket per drain (bounded memory: one chunk).
-WRITE_CHUNK = 65536
+# Queue-file bytes read (and so content bytes handed to the socket) per
+# batch: bounded memory, one chunk plus at most one record carried over.
+READ_CHUNK = 65536
+# A record carried over between reads is at most pfy.queue.record's
+# MAX_RECORD (1 MiB) plus its header; more is a corrupt file.
+MAX_CARRY = (1 << 20) + 6
 
 
 class SessionFailed(Exception):
     """This session (or this target) cannot be used; ``dsn`` class says
     whether the recipients are deferred (4) or bounced (5)."""
 
-    def __init__(self, dsn: str, reason: str, try_next: bool = True, after_dot: bool = False):
+    def __init__(self, dsn: str, reason: str, try_next: bool = True, after_dot: bool = False,
+                 diag: str = "", mta: str = ""):
         super().__init__(reason)
         self.dsn = dsn
         self.reason = reason
+        # The server's reply and name when the failure is its word (a 5xx
+        # greeting, a refused EHLO): Diagnostic-Code and Remote-MTA.
+        self.diag = diag
+        self.mta = mta
         self.try_next = try_next
         self.after_dot = after_dot
         self.relay = "none"          # host[addr]:port once connected
@@ -94,6 +102,7 @@ class Settings:
     soft_bounce: bool
     discard_ehlo: list
     min_backoff: int
+    assume_final: bool
 
     @classmethod
     def from_config(cls, cfg, lmtp: bool) -> "Settings":
@@ -137,6 +146,7 @@ class Settings:
             soft_bounce=cfg.soft_bounce,
             discard_ehlo=(g("discard_lhlo_keywords") if lmtp else g("discard_ehlo_keywords")),
             min_backoff=cfg.minimal_backoff_time,
+            assume_final=bool(cfg.lmtp_assume_final) if lmtp else False,
         )
 
 
@@ -229,7 +239,7 @@ class Agent:
             relay = getattr(r, "relay", "none")
             if not s.reported(r.key):
                 conn_use[0] = getattr(r, "conn_use", 0)
-                s.status(r.key, out.dsn, out.reason, relay)
+                s.status(r.key, out.dsn, out.reason, relay, **_dsn_details(r, out))
         return s.finish(relay)
 
     def _nexthop_text(self, req: DeliveryRequest) -> str:
@@ -344,8 +354,9 @@ class Agent:
         for r in rcpts:
             if r.outcome is None:
                 r.outcome = Outcome(BOUNCED if last.dsn.startswith("5") else DEFERRED,
-                                    last.dsn, last.reason)
+                                    last.dsn, last.reason, last.diag)
                 r.relay = last.relay
+                r.mta = last.mta
         if last.dsn.startswith("4") and not any(r.outcome.status == SENT for r in rcpts):
             s.throttle = (last.dsn, last.reason)
 
@@ -466,9 +477,11 @@ class Agent:
         if greet.klass != 2:
             # smtp_skip_5xx_greeting: a 5xx greeting means "try the next host".
             if greet.klass == 5 and not self.s.skip_5xx_greeting:
-                raise SessionFailed(greet.dsn, f"host {t.namaddr} refused to talk to me: {greet.text}")
+                raise SessionFailed(greet.dsn, f"host {t.namaddr} refused to talk to me: {greet.text}",
+                                    diag=greet.text, mta=t.hostname)
             dsn = "4" + greet.dsn[1:] if greet.klass == 5 else greet.dsn
-            raise SessionFailed(dsn, f"host {t.namaddr} refused to talk to me: {greet.text}")
+            raise SessionFailed(dsn, f"host {t.namaddr} refused to talk to me: {greet.text}",
+                                diag=greet.text, mta=t.hostname)
         policy = self._tls_policy(nexthop) if (self.tls or self.s.tls_level != "none") else None
         await self._hello(sess, esmtp=not self.s.never_send_ehlo)
         if policy is not None and policy.enabled and not t.unix and not plaintext:
@@ -498,7 +511,8 @@ class Agent:
             raise SessionFailed(reply.dsn, f"host {t.namaddr} refused to talk to me: {reply.text}"
                                 if reply.klass == 5 else
                                 f"host {t.namaddr} said: {reply.text} (in reply to "
-                                f"{in_reply_to(kind)} command)")
+                                f"{in_reply_to(kind)} command)",
+                                diag=reply.text, mta=t.hostname)
         # smtp_proto.c: a server that greets with our own name is us.
         words = reply.texts()[0].split() if reply.lines else []
         if not self.lmtp and words and words[0].lower() == self.s.myhostname.lower():
@@ -517,7 +531,8 @@ class Agent:
         if reply.klass != 2:
             if policy.mandatory:
                 raise SessionFailed("4.7.4", f"TLS is required, but host {t.namaddr} refused "
-                                             f"to start TLS: {reply.text}")
+                                             f"to start TLS: {reply.text}",
+                                    diag=reply.text, mta=t.hostname)
             return
         ctx = self.tls.context(policy)
         try:
@@ -578,7 +593,7 @@ class Agent:
                 return
             raise SessionFailed("4.7.0" if reply.klass == 4 else reply.dsn.replace("5.", "4.", 1),
                                 f"SASL authentication failed; server {t.namaddr} said: "
-                                f"{reply.text}")
+                                f"{reply.text}", diag=reply.text, mta=t.hostname)
 
     # -- the transaction ------------------------------------------------------------
     async def _run_session(self, req, s, sess: Session, rcpts, queue_fd, conn_use, nexthop,
@@ -638,7 +653,8 @@ class Agent:
                 r.accepted = False
                 continue
             conn_use[0] = sess.uses if sess.uses > 1 else 0
-            s.status(r.key, r.outcome.dsn, r.outcome.reason, t.relay)
+            s.status(r.key, r.outcome.dsn, r.outcome.reason, t.relay,
+                     **_dsn_details(r, r.outcome))
         if caching and not sess.broken:
             self.cache.put(cache_key, sess)
         else:
@@ -648,9 +664,21 @@ class Agent:
         return True
 
     def _mark_relay(self, rcpts, t: Target, sess: Session) -> None:
+        dsn_server = sess.features.dsn
         for r in rcpts:
             r.relay = t.relay
+            r.mta = t.hostname
             r.conn_use = sess.uses if sess.uses > 1 else 0
+            # smtp_rcpt.c smtp_rcpt_done(): a server that announced DSN
+            # took NOTIFY along and sends any success notice itself
+            # (DSN_PASSED: qmgr sends none); otherwise "relayed", or
+            # "delivered" from an LMTP server under lmtp_assume_final.
+            if dsn_server and r.dsn_notify & DSN_NOTIFY_SUCCESS:
+                r.sent_action = DSN_PASSED
+            elif not dsn_server and self.s.assume_final:
+                r.sent_action = ""
+            else:
+                r.sent_action = "relayed"
 
     async def _transact(self, req, sess: Session, rcpts: list[TxRecipient], queue_fd) -> None:
         to = self.s.timeouts
@@ -677,7 +705,8 @@ class Agent:
         tx = Transaction(req.sender, rcpts, f, t.namaddr, lmtp=self.lmtp,
                          size=req.data_size, body_8bit=body_8bit,
                          smtputf8=bool(req.smtputf8) and self.s.smtputf8_enable,
-                         dsn_ret=req.dsn_ret, dsn_envid=req.dsn_envid)
+                         dsn_ret=req.dsn_ret, dsn_envid=req.dsn_envid,
+                         probe=trace_only(req.flags))
         timeout_of = {"MAIL": to["mail"], "RCPT": to["rcpt"], "DATA": to["data_init"]}
         for kind, line in tx.commands():
             c.send_command(kind, line)
@@ -712,31 +741,37 @@ class Agent:
             tx.on_reply(reply)
 
     async def _send_body(self, req, sess: Session, enc: BodyEncoder, queue_fd) -> bytes:
-        """Stream the content records to the socket; memory is one chunk.
-        Returns the last (partial) chunk, not yet written."""
+        """Stream the content records to the socket, a READ_CHUNK of the
+        queue file at a time, encoded in one batch per chunk
+        (BodyEncoder.encode_records).  Returns the last chunk's bytes, not
+        yet written: they go out with the final dot, one write for a small
+        message."""
         xfer = self.s.timeouts["data_xfer"]
         if queue_fd is None:
             raise SessionFailed("4.3.0", "cannot read queue file", try_next=False)
-        reader = RecordReader(queue_fd, req.data_offset)
+        pos = req.data_offset
         stop = req.data_offset + req.data_size
-        buf = bytearray()
+        carry = b""
+        out = b""
         try:
-            while reader.tell() < stop:
-                rec = reader.read()
-                if rec is None:
-                    raise SessionFailed("4.3.0", "queue file is truncated", try_next=False)
-                _, rtype, data = rec
-                if rtype == REC_NORM or rtype == REC_CONT:
-                    buf += enc.record(rtype, data)
-                    if len(buf) >= WRITE_CHUNK:
-                        sess.writer.write(bytes(buf))
-                        buf.clear()
-                        await drain(sess.writer, xfer)
-        except RecordError as e:
+            while pos < stop:
+                chunk = os.pread(queue_fd, min(READ_CHUNK, stop - pos), pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                data = carry + chunk if carry else chunk
+                if out:
+                    sess.writer.write(out)
+                    await drain(sess.writer, xfer)
+                out, used = enc.encode_records(data)
+                carry = data[used:]
+                if len(carry) > MAX_CARRY:
+                    raise ValueError(f"record too long at offset {pos - len(carry)}")
+        except (OSError, ValueError) as e:
             raise SessionFailed("4.3.0", f"queue file read error: {e}", try_next=False) from None
-        # The tail goes out with the final dot (_transact): one write, one
-        # segment for a small message.
-        return bytes(buf)
+        if carry or pos < stop:
+            raise SessionFailed("4.3.0", "queue file is truncated", try_next=False)
+        return out
 
     # -- ending sessions ---------------------------------------------------------------
     def _abort(self, sess: Session) -> None:
@@ -787,6 +822,20 @@ def _is_ip(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _dsn_details(r: TxRecipient, out: Outcome) -> dict:
+    """The RFC 3464 fields of a result (AgentSession extras), as Postfix's
+    smtp fills its DSN buffer: a server's reply gives "Remote-MTA: dns;
+    host" and "Diagnostic-Code: smtp; reply" (DSB_MTYPE_DNS, DSB_DTYPE_SMTP);
+    what we decided ourselves (connect failures, SIZE) gives neither."""
+    extra = {}
+    mta = getattr(r, "mta", "")
+    if out.diag and mta:
+        extra = {"diag_type": "smtp", "diag_text": out.diag, "mta_type": "dns", "mta_name": mta}
+    if out.status == SENT:
+        extra["action"] = getattr(r, "sent_action", "relayed")
+    return extra
 
 
 def _needs_utf8(req: DeliveryRequest) -> bool:
