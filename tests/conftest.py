@@ -40,6 +40,23 @@ def needs_root() -> None:
         pytest.skip("needs root (chroot, privilege drop or delivery as another user)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _traversable_basetemp(tmp_path_factory):
+    """Let unprivileged daemons reach their instance folders.
+
+    pytest makes /tmp/pytest-of-USER and its run folder mode 0700. A root
+    instance's daemons run as mail_owner (and Dovecot as its own user), so
+    they could not traverse into tmp_path: give search (x) permission, not
+    read, on those two folders. Each test folder below keeps its mode.
+    """
+    base = tmp_path_factory.getbasetemp()
+    for folder in (base.parent, base):
+        try:
+            os.chmod(folder, os.stat(folder).st_mode | 0o011)
+        except OSError:
+            pass
+
+
 @pytest.fixture
 def pfy():
     return pfy_bin
