@@ -22,7 +22,7 @@ from pfy.tables._base import Table, TableError, TableTempFail
 
 __all__ = [
     "open_table", "open_tables", "split_spec", "Table", "TableError", "TableTempFail",
-    "TABLE_TYPES", "DEFAULT_DATABASE_TYPE",
+    "TABLE_TYPES", "DEFAULT_DATABASE_TYPE", "defer_open_errors",
 ]
 
 # The default of default_database_type in pfy (Postfix's is "hash"; DESIGN.md
@@ -72,12 +72,56 @@ def split_spec(spec: str, cfg=None) -> tuple[str, str]:
     return _default_type(cfg), spec
 
 
+class SurrogateTable(Table):
+    """A table that could not be opened, standing in for it in a daemon.
+
+    Postfix's dict_surrogate(3): a long-running daemon does not die because
+    one table is missing or broken (a fresh host without /etc/aliases.db);
+    it logs a warning once, and every lookup is a temporary failure, so the
+    mail that needs the table is deferred (451 4.3.0 in smtpd) and nothing
+    is lost or wrongly rejected. Commands (postmap -q) still fail at once.
+    """
+
+    def __init__(self, kind: str, name: str, reason: str):
+        self.type, self.name = kind, name
+        self.reason = reason
+
+    def lookup(self, key: str):
+        raise TableTempFail(f"{self.spec} is unavailable: {self.reason}")
+
+
+# Set by defer_open_errors(): where a daemon's "table is unavailable" warning goes.
+_open_error_warn = None
+
+
+def defer_open_errors(warn) -> None:
+    """From now on, a table that cannot be opened becomes a SurrogateTable
+    (after warn("type:name is unavailable. reason")) instead of TableError.
+    The server skeleton turns this on for every daemon, as Postfix's daemons
+    have it; unknown table types stay a configuration error."""
+    global _open_error_warn
+    _open_error_warn = warn
+
+
 def open_table(spec: str, cfg=None, *, fold: bool = True) -> Table:
     """Open the table named by spec ("type:name"), ready for lookup().
 
     fold=True lowercases lookup keys of fixed-string tables (Postfix's
     DICT_FLAG_FOLD_FIX, which every daemon uses); postmap -f passes False.
     """
+    if _open_error_warn is None:
+        return _open_table(spec, cfg, fold)
+    try:
+        return _open_table(spec, cfg, fold)
+    except TableError as err:
+        kind, name = split_spec(spec, cfg)
+        if kind not in TABLE_TYPES:
+            raise
+        _open_error_warn(f"{kind}:{name} is unavailable. {err}")
+        return SurrogateTable(kind, name, str(err))
+
+
+def _open_table(spec: str, cfg, fold: bool) -> Table:
     kind, name = split_spec(spec, cfg)
     target = TABLE_TYPES.get(kind)
     if target is None:

@@ -379,3 +379,25 @@ def test_unionmap_and_pipemap():
         open_table("unionmap:{inline:{a=1}, fail:x}").lookup("a")
     with pytest.raises(TableError):
         open_table("unionmap:inline:{a=1}")
+
+
+def test_daemons_get_a_surrogate_for_a_table_that_cannot_be_opened(tmp_path):
+    """Postfix's dict_surrogate: a missing table is a warning and temporary
+    lookup failures in a daemon, never a crash; commands still fail."""
+    import pytest
+    import pfy.tables as tables
+    missing = f"lmdb:{tmp_path}/aliases"
+    with pytest.raises(tables.TableError):
+        tables.open_table(missing)
+    warnings = []
+    tables.defer_open_errors(warnings.append)
+    try:
+        t = tables.open_table(missing)
+        assert warnings == [f"{missing} is unavailable. open database {tmp_path}/aliases.lmdb: "
+                            "No such file or directory"], f"got {warnings}"
+        with pytest.raises(tables.TableTempFail):
+            t.lookup("root")
+        with pytest.raises(tables.TableError):       # an unknown type stays an error
+            tables.open_table("nosuchtype:x")
+    finally:
+        tables.defer_open_errors(None)
