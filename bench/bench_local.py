@@ -27,6 +27,12 @@ Prints one table with pfy/Postfix ratios; targets (issue 3): delivery
 throughput >= 0.5x, sequential sendmail >= 0.5x, p50 latency <= 3x.
 `--json FILE` writes the figures too.  tests/compare/test_bench_local.py runs it
 tiny.  Root only (both systems deliver as the recipient).
+
+pfy's commands and daemons are those of the interpreter that runs this
+script: run it with a non-editable install (`python3 -m venv /tmp/pv &&
+/tmp/pv/bin/pip install . && /tmp/pv/bin/python bench/bench_local.py`), as
+users install; an editable install's import finder costs every sendmail
+run tens of milliseconds that users never pay.
 """
 
 from __future__ import annotations

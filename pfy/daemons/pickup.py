@@ -50,6 +50,7 @@ PARAMETERS
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import time
@@ -284,8 +285,14 @@ def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
 
 
 def pickup_file(path: str, settings: dict, cleanup_path: str, flags: int,
-                warn=log.warning, connect=CleanupClient.open) -> str:
-    """Hand one maildrop file to cleanup; returns Outcome.REMOVE or KEEP."""
+                warn=log.warning, connect=CleanupClient.open,
+                remove: bool = False) -> str:
+    """Hand one maildrop file to cleanup; returns Outcome.REMOVE or KEEP.
+
+    With remove=True a file whose outcome is REMOVE is unlinked here, while
+    its lock is held (see _claim): no other pickup can take it between
+    cleanup's answer and the unlink.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as err:
@@ -293,6 +300,8 @@ def pickup_file(path: str, settings: dict, cleanup_path: str, flags: int,
             return Outcome.KEEP                 # its owner removed it meanwhile
         if err.errno == errno.ELOOP:
             warn(f"{path}: removed symbolic link")
+            if remove:
+                _remove(path)
             return Outcome.REMOVE
         warn(f"open input file {path}: {err.strerror}")
         if err.errno == errno.EACCES:
@@ -302,60 +311,102 @@ def pickup_file(path: str, settings: dict, cleanup_path: str, flags: int,
             warn(f"maildrop must be mode 3733 with mail_owner's group "
                  f"(see postdrop(1)); keeping {path}")
             return Outcome.KEEP
+        if remove:
+            _remove(path)
         return Outcome.REMOVE
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            warn(f"{path}: uid={st.st_uid}: removed non-regular file")
-            return Outcome.REMOVE
-        if st.st_nlink != 1:
-            # A hard link could replay someone else's file under our eyes.
-            warn(f"{path}: uid={st.st_uid}: file has {st.st_nlink} links; removed")
-            return Outcome.REMOVE
-        trusted = st.st_uid in settings.get("trusted_uids", ())
-        if not is_ready(st.st_mode, trusted):
-            return Outcome.KEEP                 # still being written
-        name = os.path.basename(path)
-        orig_id = name if trusted and is_queue_id(name) else None
-        if not trusted:
-            refused = _acl_refuses(settings, st.st_uid)
-            if refused is not None:
-                # Postfix refuses in postdrop; here the file is already in
-                # maildrop/ (written without sendmail), so it goes.
-                warn(f"{path}: uid={st.st_uid}: User {refused}({st.st_uid}) "
-                     f"is not allowed to submit mail; removed")
-                return Outcome.REMOVE
-        now = time.time()
-        if st.st_mtime > now + _FUTURE_SLACK:
-            warn(f"{path}: message dated {int(st.st_mtime - now)} seconds into the future")
-        elif st.st_mtime < now - _DAY:
-            warn(f"{path}: message has been queued for {int((now - st.st_mtime) // _DAY)} days")
-        try:
-            client = connect(cleanup_path, flags, timeout=settings["ipc_timeout"])
-        except (OSError, EOFError) as err:
-            warn(f"connect to {cleanup_path}: {getattr(err, 'strerror', None) or err}")
-            raise _CleanupDown() from None
-        with client:
-            try:
-                copy_file(fd, st, client, client.queue_id, settings, warn,
-                          trusted=trusted, orig_id=orig_id)
-            except Malformed as err:
-                warn(f"{client.queue_id}: {err}")
-                return Outcome.REMOVE
-            try:
-                client.finish_records()
-            except CleanupRejected as err:
-                if err.permanent:
-                    # cleanup has bounced it to the sender (FLAG_BOUNCE).
-                    return Outcome.REMOVE
-                warn(f"{path}: {err.reason or 'cleanup: temporary failure'}")
-                return Outcome.KEEP
-            except (OSError, EOFError) as err:
-                warn(f"{path}: cleanup: {err}")
-                return Outcome.KEEP
-        return Outcome.REMOVE
+        outcome = _pickup_fd(fd, path, settings, cleanup_path, flags, warn, connect)
+        if outcome == Outcome.REMOVE and remove:
+            _remove(path)
+        return outcome
     finally:
-        os.close(fd)
+        os.close(fd)        # releases the lock, after the unlink
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        log.warning(f"remove {path}: {err.strerror}")
+
+
+def _claim(fd: int) -> bool:
+    """Take the file for this pickup: a non-blocking exclusive flock.
+
+    Normally one pickup runs (maxproc 1), but an orphan whose master was
+    killed with -9 may still be draining maildrop/ while the new master's
+    pickup starts: whoever holds the lock owns the file until it is
+    unlinked, and the other skips it (no duplicate queue file).  The lock
+    dies with its holder, so a kill -9 never strands a file."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
+            return False
+        raise
+    return True
+
+
+def _pickup_fd(fd: int, path: str, settings: dict, cleanup_path: str, flags: int,
+               warn, connect) -> str:
+    if not _claim(fd):
+        return Outcome.KEEP                 # another pickup has it
+    st = os.fstat(fd)
+    if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
+        # Removed after we opened it: another pickup handed it to
+        # cleanup and unlinked it before releasing its lock.
+        return Outcome.KEEP
+    if not stat.S_ISREG(st.st_mode):
+        warn(f"{path}: uid={st.st_uid}: removed non-regular file")
+        return Outcome.REMOVE
+    if st.st_nlink != 1:
+        # A hard link could replay someone else's file under our eyes.
+        warn(f"{path}: uid={st.st_uid}: file has {st.st_nlink} links; removed")
+        return Outcome.REMOVE
+    trusted = st.st_uid in settings.get("trusted_uids", ())
+    if not is_ready(st.st_mode, trusted):
+        return Outcome.KEEP                 # still being written
+    name = os.path.basename(path)
+    orig_id = name if trusted and is_queue_id(name) else None
+    if not trusted:
+        refused = _acl_refuses(settings, st.st_uid)
+        if refused is not None:
+            # Postfix refuses in postdrop; here the file is already in
+            # maildrop/ (written without sendmail), so it goes.
+            warn(f"{path}: uid={st.st_uid}: User {refused}({st.st_uid}) "
+                 f"is not allowed to submit mail; removed")
+            return Outcome.REMOVE
+    now = time.time()
+    if st.st_mtime > now + _FUTURE_SLACK:
+        warn(f"{path}: message dated {int(st.st_mtime - now)} seconds into the future")
+    elif st.st_mtime < now - _DAY:
+        warn(f"{path}: message has been queued for {int((now - st.st_mtime) // _DAY)} days")
+    try:
+        client = connect(cleanup_path, flags, timeout=settings["ipc_timeout"])
+    except (OSError, EOFError) as err:
+        warn(f"connect to {cleanup_path}: {getattr(err, 'strerror', None) or err}")
+        raise _CleanupDown() from None
+    with client:
+        try:
+            copy_file(fd, st, client, client.queue_id, settings, warn,
+                      trusted=trusted, orig_id=orig_id)
+        except Malformed as err:
+            warn(f"{client.queue_id}: {err}")
+            return Outcome.REMOVE
+        try:
+            client.finish_records()
+        except CleanupRejected as err:
+            if err.permanent:
+                # cleanup has bounced it to the sender (FLAG_BOUNCE).
+                return Outcome.REMOVE
+            warn(f"{path}: {err.reason or 'cleanup: temporary failure'}")
+            return Outcome.KEEP
+        except (OSError, EOFError) as err:
+            warn(f"{path}: cleanup: {err}")
+            return Outcome.KEEP
+    return Outcome.REMOVE
 
 
 class _CleanupDown(Exception):
@@ -417,19 +468,15 @@ def scan_maildrop(ctx, request: bytes) -> None:
     while True:
         removed = 0
         for _, path in ready_files("maildrop"):
+            if ctx.master_gone():
+                return      # an orphan: the new master's pickup takes over
             try:
                 outcome = pickup_file(path, settings, settings["cleanup_path"],
-                                      settings["flags"])
+                                      settings["flags"], remove=True)
             except _CleanupDown:
                 return
             if outcome == Outcome.REMOVE:
-                try:
-                    os.unlink(path)
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-                except OSError as err:
-                    log.warning(f"remove {path}: {err.strerror}")
+                removed += 1
         if not removed:
             return
 

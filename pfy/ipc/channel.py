@@ -14,6 +14,7 @@ as few writes as possible.
 
 from __future__ import annotations
 
+import collections
 import socket
 import struct
 from typing import TYPE_CHECKING, AsyncIterator, Iterator
@@ -22,7 +23,7 @@ if TYPE_CHECKING:     # asyncio costs ~40 ms to import; blocking clients
     import asyncio    # (sendmail, postdrop) never need it
 
 from pfy.ipc.attr import (
-    FRAME_ATTRS, FRAME_GREETING, FRAME_RECORD, MAX_FRAME, Frame, ProtocolError,
+    FRAME_ATTRS, FRAME_GREETING, FRAME_RECORD, MAX_FRAME, Frame, FrameParser, ProtocolError,
     decode_attrs, encode_attrs, encode_greeting, encode_record_frame,
 )
 
@@ -154,14 +155,36 @@ class AttrConnection:
         return False
 
 
+# Sends collect in our own buffer up to this size before they reach the
+# transport: StreamWriter.write() tries a send(2) at once when its buffer is
+# empty, so a message streamed record by record (one per line) cost one
+# system call, and one wake-up of the peer, per line.  64 KB bounds memory
+# like the blocking AttrConnection's buffer, and keeps large messages
+# streaming.
+_WRITE_CHUNK = 65536
+_READ_CHUNK = 65536
+
+
 class AsyncAttrConnection:
-    """asyncio attribute-protocol endpoint on a StreamReader/StreamWriter."""
+    """asyncio attribute-protocol endpoint on a StreamReader/StreamWriter.
+
+    Like AttrConnection, sends are buffered until flush() (request()
+    flushes); reading, and close(), hand buffered sends to the transport
+    first, so a send is never stranded behind a wait for the peer.
+    """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  max_frame: int = MAX_FRAME):
         self.reader = reader
         self.writer = writer
         self._max = max_frame
+        self._out: list[bytes] = []
+        self._out_size = 0
+        # Frames are cut from what the socket gives in one read, not read
+        # with two readexactly() awaits each: a message streamed as records
+        # arrives as a few large reads of many frames.
+        self._parser = FrameParser(max_frame)
+        self._frames: collections.deque[Frame] = collections.deque()
 
     @classmethod
     async def open(cls, path: str, protocol_name: str,
@@ -179,44 +202,59 @@ class AsyncAttrConnection:
             raise
         return conn
 
+    def _buffer(self, frame: bytes) -> None:
+        self._out.append(frame)
+        self._out_size += len(frame)
+        if self._out_size >= _WRITE_CHUNK:
+            self._push()
+
+    def _push(self) -> None:
+        """Hand buffered sends to the transport (one write)."""
+        if self._out:
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._out = []
+            self._out_size = 0
+            self.writer.write(data)
+
     def greet(self, protocol_name: str) -> None:
-        self.writer.write(encode_greeting(protocol_name))
+        self._buffer(encode_greeting(protocol_name))
 
     def send(self, obj) -> None:
-        self.writer.write(encode_attrs(obj))
+        self._buffer(encode_attrs(obj))
 
     def send_record(self, rtype: int, data: bytes) -> None:
-        self.writer.write(encode_record_frame(rtype, data))
+        self._buffer(encode_record_frame(rtype, data))
 
     def end_records(self) -> None:
         self.send_record(REC_END_OF_STREAM, b"")
 
+    def pending(self) -> int:
+        """Bytes sent but not yet written to the socket (flow control)."""
+        return self._out_size + self.writer.transport.get_write_buffer_size()
+
     async def flush(self) -> None:
+        self._push()
         await self.writer.drain()
 
     async def receive_frame(self) -> Frame:
-        import asyncio
-        try:
-            head = await self.reader.readexactly(4)
-        except asyncio.IncompleteReadError as err:
-            if not err.partial:
-                raise EOFError("peer closed the connection") from None
-            raise ProtocolError("connection closed inside a frame") from None
-        (n,) = _LEN.unpack(head)
-        if n == 0 or n > self._max:
-            raise ProtocolError(f"bad frame length {n}")
-        try:
-            body = await self.reader.readexactly(n)
-        except asyncio.IncompleteReadError:
-            raise ProtocolError("connection closed inside a frame") from None
-        return Frame(body[0], body[1:])
+        if self._out:
+            self._push()
+        frames = self._frames
+        while not frames:
+            data = await self.reader.read(_READ_CHUNK)
+            if not data:
+                if self._parser.pending:
+                    raise ProtocolError("connection closed inside a frame")
+                raise EOFError("peer closed the connection")
+            frames.extend(self._parser.feed(data))
+        return frames.popleft()
 
     async def receive(self, expect):
         return _attrs_body(await self.receive_frame(), expect)
 
     async def request(self, obj, expect):
         self.send(obj)
-        await self.writer.drain()
+        await self.flush()
         return await self.receive(expect)
 
     async def receive_record(self) -> tuple[int, bytes]:
@@ -233,6 +271,10 @@ class AsyncAttrConnection:
             yield rtype, data
 
     def close(self) -> None:
+        try:
+            self._push()
+        except Exception:   # noqa: BLE001 - closing a broken transport anyway
+            pass
         self.writer.close()
 
     async def wait_closed(self) -> None:

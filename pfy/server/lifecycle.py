@@ -147,6 +147,7 @@ class ServerContext:
     stopping: bool = False          # master went away or max_use reached
     data: dict[str, Any] = field(default_factory=dict)   # the daemon's own state
     _at_exit: list[Callable[[], None]] = field(default_factory=list)
+    _master_gone: bool = False
 
     @property
     def service(self) -> str:
@@ -182,6 +183,33 @@ class ServerContext:
                 _die(self, exc)
         return _Timer(self.loop.call_later(seconds, fire))
 
+    def master_gone(self) -> bool:
+        """True once master has exited (or reloaded this service): the
+        status channel reads end-of-file.  For handlers that work through a
+        list (pickup between maildrop files): stop between units of work,
+        so that an orphan (master killed with -9) does not race the new
+        master's processes.  One poll(2) when master is there."""
+        if self._master_gone:
+            return True
+        if self.options.standalone:
+            return False
+        try:
+            readable = _poll_status.poll(0)
+        except OSError:
+            readable = True
+        if readable:
+            try:
+                # master never writes on the channel: readable means EOF,
+                # or a broken channel; either way nobody supervises us.
+                data = os.read(master_proto.STATUS_FD, 64)
+            except BlockingIOError:
+                return False
+            except OSError:
+                data = b""
+            if not data:
+                self._master_gone = True
+        return self._master_gone
+
     def at_exit(self, callback: Callable[[], None]) -> None:
         """Call `callback` on any exit: normal, SIGTERM, fatal or panic
         (e.g. cleanup removing its half-written queue file)."""
@@ -197,6 +225,24 @@ class ServerContext:
 
 
 _TASKS: set = set()
+
+
+class _StatusPoll:
+    """poll(2) on the status fd, registered once (select.poll is a set-up
+    cost per call otherwise)."""
+
+    def __init__(self) -> None:
+        self._poll = None
+
+    def poll(self, timeout: int) -> bool:
+        if self._poll is None:
+            import select
+            self._poll = select.poll()
+            self._poll.register(master_proto.STATUS_FD, select.POLLIN)
+        return bool(self._poll.poll(timeout))
+
+
+_poll_status = _StatusPoll()
 
 
 async def _guard(ctx: ServerContext, coro) -> None:
@@ -251,7 +297,40 @@ def _die(ctx: ServerContext | None, exc: BaseException) -> None:
     _flush_and_exit(code)
 
 
+PROFILE_ENV = "PFY_PROFILE"
+_profiler = None
+
+
+def _start_profile(program: str) -> None:
+    """Debugging aid: with $PFY_PROFILE set to a folder (outside any
+    chroot: profile with master.cf's chroot column "n"), each daemon runs
+    its loop under cProfile, timed in CPU seconds (a loaded machine does
+    not inflate a function that was merely waiting for the CPU), and
+    writes PROGRAM.PID.prof there when it exits (also on SIGTERM, e.g.
+    `postfix stop`).  Read with python3 -m pstats."""
+    global _profiler
+    folder = os.environ.get(PROFILE_ENV)
+    if not folder:
+        return
+    import cProfile     # before the jail: the module may be out of reach after
+    import time
+    _profiler = cProfile.Profile(time.process_time)
+    _profiler.dump_path = os.path.join(folder, f"{program}.{os.getpid()}.prof")
+
+
+def _stop_profile() -> None:
+    global _profiler
+    prof, _profiler = _profiler, None
+    if prof is not None:
+        prof.disable()
+        try:
+            prof.dump_stats(prof.dump_path)
+        except OSError:
+            pass
+
+
 def _flush_and_exit(code: int) -> None:
+    _stop_profile()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -263,19 +342,78 @@ def _flush_and_exit(code: int) -> None:
 # --- the jail ----------------------------------------------------------------
 
 def _preload_for_jail() -> None:
-    """Load what a chrooted or unprivileged process can no longer reach."""
+    """Load what a chrooted or unprivileged process can no longer reach.
+
+    For every daemon, whatever its pre_jail hook loaded: modules that the
+    standard library (or a dependency) imports lazily on first use, which
+    inside the jail would be an ImportError in the middle of a delivery.
+    PFY_LATE_IMPORTS (see _trace_late_imports) finds what is still missing.
+    """
     import encodings.idna       # noqa: F401 - socket.getaddrinfo of IDN names
     import encodings.ascii      # noqa: F401
     import encodings.latin_1    # noqa: F401
+    import encodings.utf_8_sig  # noqa: F401 - "utf-8-sig" in table files
+    import encodings.punycode   # noqa: F401 - IDNA A-labels (SMTPUTF8 domains)
     import time
     time.tzset()                # /etc/localtime is outside the jail
     time.localtime()
-    import email.utils          # noqa: F401 - Date/Message-ID formatting
+    # asyncio's run_in_executor makes its ThreadPoolExecutor on first use;
+    # concurrent.futures imports the module lazily (module __getattr__).
+    import concurrent.futures.thread   # noqa: F401
+    # Tracebacks of a panic read source lines through linecache (they come
+    # out without them inside the jail, but the panic itself must not fail).
+    import linecache            # noqa: F401
+    # Computed parameter defaults (myhostname, mynetworks...) are imported
+    # on first read, which may come after the jail.
+    import pfy.config._dynamic  # noqa: F401
     import socket as _s
     try:
         _s.getservbyname("smtp", "tcp")   # /etc/services is outside the jail
     except OSError:
         pass
+    # dnspython loads its rdata classes and asyncio backend on first use:
+    # preload them where the daemon has a resolver (smtpd, smtp).
+    if "pfy.dns" in sys.modules or "dns.resolver" in sys.modules:
+        import pfy.dns
+        pfy.dns.preload()
+        try:    # dnspython asks sniffio which async library runs, if installed
+            import sniffio      # noqa: F401
+        except ImportError:
+            pass
+
+
+LATE_IMPORTS_ENV = "PFY_LATE_IMPORTS"
+
+
+def _open_late_imports() -> int:
+    """Debugging aid: with $PFY_LATE_IMPORTS set to a file name, append one
+    line per module imported after the jail (master passes its environment
+    on, so `PFY_LATE_IMPORTS=/tmp/late postfix start` covers every daemon).
+    A module listed there belongs in _preload_for_jail or a pre_jail hook.
+    The file is opened here, before the jail; -1 when not tracing."""
+    path = os.environ.get(LATE_IMPORTS_ENV)
+    if not path:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError:
+        return -1
+
+
+def _trace_late_imports(program: str, fd: int) -> None:
+    """After the jail: log every import that still happens (see above)."""
+    if fd < 0:
+        return
+
+    class _Tracer:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            try:
+                os.write(fd, f"{program}[{os.getpid()}]: {name}\n".encode())
+            except OSError:
+                pass
+            return None         # let the real finders do the work (or fail)
+    sys.meta_path.insert(0, _Tracer)
 
 
 def _drop_privileges(ctx: ServerContext) -> None:
@@ -374,7 +512,10 @@ class Lifecycle:
                 self.pre_jail(ctx)
             _preload_for_jail()
             self.preload()
+            _start_profile(opts.program)
+            late_fd = _open_late_imports()
             _drop_privileges(ctx)
+            _trace_late_imports(opts.program, late_fd)
             if self.post_jail:
                 self.post_jail(ctx)
         except BaseException as exc:   # noqa: BLE001 - fatal or panic
@@ -411,6 +552,8 @@ class Lifecycle:
             self._arm_watchdog()
             self.setup(loop)
             self.arm_idle()
+            if _profiler is not None:
+                _profiler.enable()
             loop.run_forever()
         except BaseException as exc:   # noqa: BLE001 - the panic path
             _die(ctx, exc)
@@ -437,6 +580,7 @@ class Lifecycle:
             return
         self.ctx.loop.remove_reader(master_proto.STATUS_FD)
         self._status_ok = False
+        self.ctx._master_gone = True
         if self.ctx.options.verbose:
             _log().info("master disconnect -- exiting")
         self.stop_accepting()
@@ -463,12 +607,24 @@ class Lifecycle:
         if self.ctx.stopping and not self.busy():
             self.ctx.loop.stop()
 
-    def served_one(self) -> None:
-        """Count a client; after max_use of them, exit (unless unlimited)."""
-        self.ctx.use_count += 1
-        max_use = self.ctx.cfg.max_use
-        if not self.unlimited and max_use > 0 and self.ctx.use_count >= max_use:
+    def served_one(self) -> bool:
+        """Count a client (or wake-up); True when the process may take more.
+
+        After max_use of them (unless unlimited), or once master is gone,
+        the process stops accepting and exits when its work is done.  The
+        caller reports itself available to master only when this is True:
+        a process that will take no more clients stays "taken" in master's
+        books, so master starts a replacement as soon as a client waits,
+        instead of leaving it in the listen queue until this one exits.
+        """
+        ctx = self.ctx
+        ctx.use_count += 1
+        max_use = ctx.cfg.max_use
+        if not self.unlimited and max_use > 0 and ctx.use_count >= max_use:
             self.stop_accepting()
+        elif ctx.master_gone():
+            self.stop_accepting()
+        return not ctx.stopping
 
     def arm_idle(self) -> None:
         """(Re)start the max_idle timer; exit when it fires with no client."""

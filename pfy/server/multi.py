@@ -97,19 +97,30 @@ class _Multi(Lifecycle):
             return
         if self.pre_accept:
             self.pre_accept(self.ctx)
-        self.notify(master_proto.STAT_TAKEN)
         self.clients += 1
         self.disarm_idle()
         # The loop keeps only weak references to tasks: hold them ourselves.
         task = self.ctx.loop.create_task(self._client(conn))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        if self.max_clients and self.clients >= self.max_clients:
+        # Master needs to know only when we stop being available.  A
+        # taken/available pair around every client (Postfix's multi_server
+        # sends one around every request) tells it nothing new and costs two
+        # writes here and two wake-ups of master per connection; the first
+        # pair is sent, so master knows this process has served a client (a
+        # later crash is not a "bad command startup").
+        first = self.ctx.use_count == 0
+        if not self.served_one():
+            # max_use or master gone: "taken" for good, so master starts a
+            # replacement as soon as a client waits.
+            self.notify(master_proto.STAT_TAKEN)
+        elif self.max_clients and self.clients >= self.max_clients:
+            self.notify(master_proto.STAT_TAKEN)
             self._paused = True
-            self._pause()           # stay "taken": master starts another process
-        else:
+            self._pause()           # master starts another process
+        elif first:
+            self.notify(master_proto.STAT_TAKEN)
             self.notify(master_proto.STAT_AVAIL)
-        self.served_one()
 
     async def _client(self, conn: socket.socket) -> None:
         try:

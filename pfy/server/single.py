@@ -75,6 +75,11 @@ class _Single(Lifecycle):
     def _on_accept(self, lsock: socket.socket) -> None:
         if self.ctx.stopping:
             return
+        if self.ctx.master_gone():
+            # The status channel and a client became readable together:
+            # an orphan takes no more work (the new master's processes will).
+            self.stop_accepting()
+            return
         try:
             conn, _ = lsock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -90,8 +95,8 @@ class _Single(Lifecycle):
         finally:
             self._busy = False
             conn.close()
-        self.notify(master_proto.STAT_AVAIL)
-        self.served_one()
+        if self.served_one():       # else stay "taken" until we exit
+            self.notify(master_proto.STAT_AVAIL)
         self.arm_idle()
         self.maybe_exit()
 

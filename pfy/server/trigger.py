@@ -106,10 +106,22 @@ class _Trigger(Lifecycle):
             self._wakeup(data)
 
     def _wakeup(self, data: bytes) -> None:
+        if self.ctx.master_gone():
+            # An orphan (master killed with -9) must not race the new
+            # master's process of this service (pickup draining maildrop/).
+            self.stop_accepting()
+            return
         if self.pre_accept:
             self.pre_accept(self.ctx)
         self.disarm_idle()
-        self.notify(master_proto.STAT_TAKEN)
+        # A solitary service (maxproc 1: qmgr, pickup) can have no second
+        # process, so busy/idle reports after the first (which tells master
+        # this process works) change nothing there; they cost two writes
+        # here and two wake-ups of master per trigger (qmgr is woken for
+        # every message).
+        report = not (self.ctx.options.solitary and self.ctx.use_count > 0)
+        if report:
+            self.notify(master_proto.STAT_TAKEN)
         self._busy = True
         try:
             self.handler(self.ctx, data)
@@ -117,8 +129,8 @@ class _Trigger(Lifecycle):
             _die(self.ctx, exc)
         finally:
             self._busy = False
-        self.notify(master_proto.STAT_AVAIL)
-        self.served_one()
+        if self.served_one() and report:    # else stay "taken" until we exit
+            self.notify(master_proto.STAT_AVAIL)
         self.arm_idle()
         self.maybe_exit()
 

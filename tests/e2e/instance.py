@@ -19,18 +19,31 @@ or `master_cf=` text of your own ("{smtp_port}" is substituted).
 
 Root: when the tests run as root the instance runs as root (daemons as
 mail_owner = postfix, chrooted where master.cf says). The queue folders
-are then owned by postfix; tmp_path must be traversable by it, which
-Instance arranges (chmod 0755 on tmp_path).
+are then owned by postfix, and every folder above them must stay
+traversable by it. pytest's tmp_path does not: each pytest session (other
+suites running at the same time included) resets /tmp/pytest-of-root to
+0700, locking postfix out of a running instance at a random moment. So
+as root an instance given a folder under pytest's base lives in a fresh
+/tmp/pfy-inst-* folder (0755) instead, and the given folder holds symbolic
+links config, queue, data and maillog to it, for tests that build paths
+from tmp_path (an instance with user= stays where the test put it: such
+tests hand that folder to the user). Instance() without a folder uses a
+fresh traversable folder too. These
+folders are removed when the test process exits (not when the instance
+stops: a test may read the log afterwards).
 """
 
 from __future__ import annotations
 
 import os
+import atexit
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,10 +62,45 @@ def _shipped_master_cf() -> str:
         return f.read()
 
 
+_LINKED = ("config", "queue", "data", "maillog")
+
+
+def _traversable_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="pfy-inst-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def _under_pytest_base(path: Path) -> bool:
+    return any(part.startswith("pytest-of-") for part in path.resolve().parts)
+
+
+def instance_root(root=None, user: str | None = None) -> Path:
+    """The folder an instance lives in (see the module docstring)."""
+    if root is None:
+        return _traversable_dir()
+    root = Path(root)
+    if os.geteuid() != 0 or user is not None or not _under_pytest_base(root):
+        # An instance run by an ordinary user lives where the test put it:
+        # such tests hand the folder (and everything in it) to that user.
+        return root
+    real = _traversable_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    # Files a test keeps beside the instance (scripts for pipe, say) stay
+    # reachable as before, at least until the next pytest session starts.
+    _make_traversable(root)
+    for name in _LINKED:
+        link = root / name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(real / name)
+    return real
+
+
 class Instance:
-    def __init__(self, root, main_cf: dict[str, str] | None = None,
+    def __init__(self, root=None, main_cf: dict[str, str] | None = None,
                  master_cf: str | None = None, user: str | None = None):
-        self.root = Path(root)
+        self.root = instance_root(root, user)
         self.config_dir = self.root / "config"
         self.queue_dir = self.root / "queue"
         self.data_dir = self.root / "data"

@@ -40,6 +40,9 @@ MAX_KILLS = 30                  # bounds of the chaos loop: count ...
 CHAOS_SECONDS = 20.0            # ... and time
 MIN_KILLS = 8
 DRAIN_SECONDS = 60.0
+# Enough that the orphan is still draining when the new master's pickup
+# starts (a few seconds of work).
+ORPHAN_MESSAGES = 200
 
 
 def master_cf() -> str:
@@ -91,6 +94,54 @@ def submit_all(inst: Instance, msgids: list[str]) -> None:
 def pickups(inst: Instance) -> list[int]:
     return [pid for pid, cmd in inst.children()
             if cmd.split()[0].rsplit("/", 1)[-1] == "pickup"]
+
+
+def queued_message_ids(log: str) -> dict[str, set[str]]:
+    """Message-ID -> queue IDs of the committed files qmgr saw."""
+    active = set(re.findall(r"qmgr\[\d+\]: (\w+): from=<s@example.com>, .*\(queue active\)", log))
+    msgid_of = dict(re.findall(r"cleanup\[\d+\]: (\w+): message-id=(<[^>]*>)", log))
+    queued: dict[str, set[str]] = {}
+    for qid in active:
+        queued.setdefault(msgid_of.get(qid, "?"), set()).add(qid)
+    return queued
+
+
+def test_orphaned_pickup_does_not_race_the_new_one():
+    """master killed with -9 mid-drain and started again: the orphaned
+    pickup stops between files (its status channel reads EOF) and the new
+    one skips the file the orphan holds (flock) or has just removed
+    (st_nlink 0): every message queued, none twice."""
+    count = ORPHAN_MESSAGES
+    msgids = [f"<pickup-orphan.{SEED}.{i}@test.example>" for i in range(count)]
+    with traversable_tmp("pfy-pickup-orphan-") as tmp:
+        with Instance(tmp / "inst", master_cf=master_cf(),
+                      main_cf={"default_transport": "retry:4.3.0 kept by the test",
+                               "local_transport": "retry:4.3.0 kept by the test",
+                               "alias_maps": "", "alias_database": ""}) as inst:
+            inst.start()
+            inst.stop()
+            submit_all(inst, msgids)
+            maildrop = inst.queue_dir / "maildrop"
+            inst.start()
+            inst.wait_until(lambda: len(list(maildrop.iterdir())) < count,
+                            timeout=30, what="pickup under way")
+            orphans = pickups(inst)
+            os.kill(inst.master_pid(), signal.SIGKILL)
+            inst.start()                      # a new master and its own pickup
+            inst.wait_until(lambda: not any(maildrop.iterdir()), timeout=DRAIN_SECONDS,
+                            what="maildrop/ emptied")
+            inst.wait_for_log(r"qmgr\[\d+\]: \w+: from=<s@example.com>, .*\(queue active\)",
+                              count=count, timeout=DRAIN_SECONDS)
+            time.sleep(1.0)
+            log = inst.log()
+            for pid in orphans:               # gone by themselves
+                assert not os.path.exists(f"/proc/{pid}") or \
+                    " Z " in open(f"/proc/{pid}/stat").read(), f"orphan pickup {pid} still runs"
+    queued = queued_message_ids(log)
+    lost = [m for m in msgids if m not in queued]
+    dups = {m: q for m, q in queued.items() if len(q) > 1}
+    assert not lost, f"lost: {lost[:5]}"
+    assert not dups, f"queued twice: {list(dups.items())[:5]}"
 
 
 def test_kill9_of_pickup_loses_nothing():
@@ -147,3 +198,92 @@ def test_kill9_of_pickup_loses_nothing():
     assert not lost, f"lost after {kills} kills of pickup: {lost[:5]}"
     assert "pickup" in log and "panic" not in "".join(
         line for line in log.splitlines() if "pickup[" in line), "pickup panicked"
+
+
+# -- two pickups on one maildrop/, in one process (no instance) --------------------
+
+class _FakeCleanup:
+    """Takes a file slowly and counts what it was given, by Message-ID."""
+
+    def __init__(self, seen: dict, lock):
+        self.queue_id = "4ABC123DEF"
+        self.seen, self.lock, self.msgid = seen, lock, None
+
+    def record(self, rtype, data):
+        if data.startswith(b"Message-ID: "):
+            self.msgid = data[12:]
+
+    def finish_records(self):
+        time.sleep(0.005)           # long enough for the other pickup to arrive
+        with self.lock:
+            self.seen[self.msgid] = self.seen.get(self.msgid, 0) + 1
+        return self.queue_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Ctx:
+    def __init__(self, settings, gone_after=None):
+        self.data = {"settings": settings}
+        self.gone_after, self.calls = gone_after, 0
+
+    def master_gone(self) -> bool:
+        self.calls += 1
+        return self.gone_after is not None and self.calls > self.gone_after
+
+
+def _maildrop(tmp: Path, count: int) -> None:
+    from pfy.cli import sendmail
+    (tmp / "maildrop").mkdir()
+    (tmp / "main.cf").write_text(f"queue_directory = {tmp}\n")
+    for i in range(count):
+        body = b"Message-ID: <m%d@x>\nSubject: s\n\nbody\n" % i
+        assert sendmail.run(["-C", str(tmp), "-i", "u@example.com"], "sendmail",
+                            io.BufferedReader(io.BytesIO(body)), lambda s, m: None) == 0
+
+
+def _fake_pickup(monkeypatch, seen, lock):
+    import functools
+    from pfy.daemons import pickup
+    monkeypatch.setattr(pickup, "pickup_file", functools.partial(
+        pickup.pickup_file, connect=lambda *a, **k: _FakeCleanup(seen, lock),
+        warn=lambda msg: None))
+    return pickup, {"line_length_limit": 2048, "content_filter": "", "myhostname": "h",
+                    "mail_name": "Postfix", "ipc_timeout": 5.0, "cleanup_path": "c",
+                    "flags": pickup.cleanup_flags([])}
+
+
+def test_two_pickups_never_take_the_same_file(tmp_path, monkeypatch):
+    """An orphaned pickup and the new master's, racing through one
+    maildrop/: flock and the link count give each file to one of them."""
+    import threading
+    count = 40
+    _maildrop(tmp_path, count)
+    seen: dict = {}
+    lock = threading.Lock()
+    pickup, settings = _fake_pickup(monkeypatch, seen, lock)
+    monkeypatch.chdir(tmp_path)
+    threads = [threading.Thread(target=pickup.scan_maildrop, args=(_Ctx(settings), b"W"))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any((tmp_path / "maildrop").iterdir())
+    assert len(seen) == count, f"got {len(seen)} messages want {count}"
+    dups = {m: n for m, n in seen.items() if n > 1}
+    assert not dups, f"queued twice: {dups}"
+
+
+def test_orphaned_pickup_stops_between_files(tmp_path, monkeypatch):
+    import threading
+    _maildrop(tmp_path, 5)
+    seen: dict = {}
+    pickup, settings = _fake_pickup(monkeypatch, seen, threading.Lock())
+    monkeypatch.chdir(tmp_path)
+    pickup.scan_maildrop(_Ctx(settings, gone_after=2), b"W")
+    assert len(seen) == 2 and len(list((tmp_path / "maildrop").iterdir())) == 3

@@ -36,8 +36,6 @@ import dataclasses
 
 __all__ = ["main", "limits_from_config"]
 
-SESSIONS_PER_USE = 10      # default max_use x this = sessions before a process retires
-
 
 def limits_from_config(cfg):
     from pfy.smtp.server import SmtpdLimits
@@ -66,13 +64,7 @@ def limits_from_config(cfg):
 
 
 def _pre_jail(ctx) -> None:
-    import concurrent.futures.thread  # noqa: F401 - run_in_executor inside the chroot
     import os
-
-    try:    # computed parameter defaults are imported lazily: load them before chroot
-        import pfy.config._dynamic  # noqa: F401
-    except ImportError:
-        pass
 
     from pfy.daemons.smtpd._hostlist import HostList
     from pfy.daemons.smtpd._policy import load_policy
@@ -82,14 +74,6 @@ def _pre_jail(ctx) -> None:
 
     cfg = ctx.cfg
     standalone = bool(ctx.options.standalone)
-    if cfg.raw("max_use") is None and cfg.max_use > 0:
-        # max_use counts clients. Postfix's smtpd serves one client at a
-        # time, so 100 means 100 sessions one after another; ours serves
-        # hundreds at once, and the default would recycle (and, while the
-        # skeleton keeps reporting itself available after its last use,
-        # stall) a process every 100 concurrent sessions. An explicit
-        # max_use (main.cf or -o) is honoured as written.
-        ctx.cfg = cfg = cfg.with_overrides({"max_use": str(cfg.max_use * SESSIONS_PER_USE)})
     tables: dict = {}
 
     def opener(spec):

@@ -2,9 +2,10 @@
 
 The blocking pfy.ipc.cleanup_client serves commands; smtpd has many
 sessions in one event loop, so it speaks the same cleanup_protocol through
-AsyncAttrConnection. Records go out as they come; drain() gives the TCP
-peer's pace to the cleanup socket's, so memory stays flat whatever the
-message size.
+AsyncAttrConnection. Records go out in 64 KB writes (the connection
+buffers them: one system call per line was a third of smtpd's time);
+drain() gives the TCP peer's pace to the cleanup socket's, so memory stays
+flat whatever the message size.
 """
 
 from __future__ import annotations
@@ -97,8 +98,7 @@ class CleanupSession:
     async def drain(self) -> None:
         """Wait while cleanup is behind, so that a fast client cannot fill
         our memory with its message."""
-        transport = self.conn.writer.transport
-        if transport.get_write_buffer_size() > HIGH_WATER:
+        if self.conn.pending() > HIGH_WATER:
             try:
                 await self.conn.flush()
             except (OSError, ConnectionError) as err:
