@@ -17,6 +17,13 @@ COMMANDS (postfix(1))
                      or "... is not running" (exit 1)
     set-permissions  fix owners and modes of the queue folders and data_directory
     flush            ask the queue manager to retry all deferred mail
+    tls enable-server [-r bits] [-h hostname] [-e]
+                     make a self-signed key and certificate for smtpd when
+                     main.cf names none, and turn on opportunistic TLS
+                     (smtpd_tls_security_level = may); -e makes ECDSA
+    tls new-server-key [-r bits] [-h hostname] [-e]
+                     make a new key and self-signed certificate, print the
+                     postconf command that deploys them
 
 Messages are Postfix's postfix-script ones, with its "postfix/postfix-script:"
 tag, on stderr and in the log, so scripts that grep them keep working.
@@ -34,7 +41,7 @@ TAG = "postfix/postfix-script"
 STOP_WAIT = 5       # postfix-script stop: "for i in 5 4 3 2 1", then kill -9
 USAGE = "usage: postfix [-c config_dir] [-Dv] command"
 COMMANDS = ("check", "start", "start-fg", "stop", "abort", "reload", "status",
-            "set-permissions", "flush")
+            "set-permissions", "flush", "tls")
 
 
 class _Fail(Exception):
@@ -167,6 +174,8 @@ def run(argv: list[str]) -> int:
     if command == "check":
         _check(cfg, specs)
         return 0
+    if command == "tls":
+        return _tls(cfg, config_dir, rest)
     if command == "set-permissions":
         _check(cfg, specs)
         return 0
@@ -231,6 +240,47 @@ def run(argv: list[str]) -> int:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    return 0
+
+
+def _tls(cfg, config_dir: str, args: list[str]) -> int:
+    """postfix tls (Postfix's postfix-tls(1) subset for servers)."""
+    usage = "usage: postfix tls enable-server|new-server-key [-r bits] [-h hostname] [-e]"
+    if not args or args[0] not in ("enable-server", "new-server-key"):
+        raise _Fail(usage)
+    sub, opts = args[0], args[1:]
+    bits, hostname, key_type = 2048, cfg.myhostname, "rsa"
+    i = 0
+    while i < len(opts):
+        if opts[i] in ("-r", "-h") and i + 1 < len(opts):
+            if opts[i] == "-r":
+                if not opts[i + 1].isdigit() or int(opts[i + 1]) < 2048:
+                    raise _Fail(f"invalid RSA key size: {opts[i + 1]} (at least 2048)")
+                bits = int(opts[i + 1])
+            else:
+                hostname = opts[i + 1]
+            i += 2
+        elif opts[i] == "-e":
+            key_type, i = "ecdsa", i + 1
+        else:
+            raise _Fail(usage)
+    if sub == "enable-server" and (cfg.smtpd_tls_cert_file or cfg.smtpd_tls_chain_files):
+        _say("TLS is already configured for the server (smtpd_tls_cert_file or "
+             "smtpd_tls_chain_files is set)")
+        return 0
+    from pfy.tls.certs import new_server_cert
+    key_path, cert_path = new_server_cert(config_dir, hostname, key_type=key_type, bits=bits)
+    settings = [f"smtpd_tls_key_file = {key_path}", f"smtpd_tls_cert_file = {cert_path}"]
+    if sub == "new-server-key":
+        _say(f"new {key_type.upper()} key and self-signed certificate for {hostname}: "
+             f"{key_path} {cert_path}")
+        print("deploy them with: postconf -c %s -e '%s' '%s'" % (config_dir, *settings))
+        return 0
+    if cfg.smtpd_tls_security_level in ("", "none"):
+        settings.append("smtpd_tls_security_level = may")
+    from pfy.cli import postconf
+    postconf._run(["-c", config_dir, "-e", *[x.replace(" = ", "=", 1) for x in settings]])
+    _say(f"enabled TLS for the server with a self-signed certificate for {hostname}")
     return 0
 
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
+# _socket, not socket: the socket module's import (enum, selectors...)
+# cost 8.6 ms of every sendmail run that wakes pickup; _socket costs 1 ms
+# and offers all this module uses.
+import _socket as socket
 import stat
 
 __all__ = [

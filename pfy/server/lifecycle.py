@@ -497,6 +497,12 @@ class Lifecycle:
         except BaseException as exc:   # noqa: BLE001 - ConfigError and friends
             _die(None, exc)
         _init_logging(opts, cfg)
+        # A table that cannot be opened degrades to temporary lookup
+        # failures with one warning (Postfix's dict_surrogate), instead of
+        # killing the daemon: mail that needs it waits, nothing is lost.
+        from pfy.log import warning as _log_warning
+        from pfy.tables import defer_open_errors
+        defer_open_errors(_log_warning)
         generation = int(os.environ.get(master_proto.GENERATION_ENV, "0"), 16)
         ctx = ServerContext(cfg=cfg, options=opts, generation=generation)
         # The loop exists before the hooks, so pre_jail/post_jail may already
