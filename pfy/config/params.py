@@ -170,7 +170,7 @@ _p('defer_code', INT, '450', 'The numerical Postfix SMTP server response code wh
 _p('defer_service_name', STR, 'defer', 'The name of the defer service.')
 _p('defer_transports', LIST, '', 'The names of message delivery transports that should not deliver mail unless someone issues "sendmail -q" or equivalent.')
 _p('delay_logging_resolution_limit', INT, '2', 'The maximal number of digits after the decimal point when logging sub-second delay values.')
-_p('delay_notice_recipient', TIME, 'postmaster', 'The recipient of postmaster notifications with the message headers of mail that cannot be delivered within $delay_warning_time time units.', 's')
+_p('delay_notice_recipient', STR, 'postmaster', 'The recipient of postmaster notifications with the message headers of mail that cannot be delivered within $delay_warning_time time units.')
 _p('delay_warning_time', TIME, '0h', 'The time after which the sender receives a copy of the message headers of mail that is still queued.', 'h')
 _p('deliver_lock_attempts', INT, '20', 'The maximal number of attempts to acquire an exclusive lock on a mailbox file or bounce(8) logfile.')
 _p('deliver_lock_delay', TIME, '1s', 'The time between attempts to acquire an exclusive lock on a mailbox file or bounce(8) logfile.', 's')
@@ -572,7 +572,7 @@ _p('smtp_dns_reply_filter', STR, '', 'Optional filter for Postfix SMTP client DN
 _p('smtp_dns_resolver_options', LIST, '', 'DNS Resolver options for the Postfix SMTP client.')
 _p('smtp_dns_support_level', STR, '', 'Level of DNS support in the Postfix SMTP client.')
 _p('smtp_enforce_tls', BOOL, 'no', 'Enforcement mode:')
-_p('smtp_fallback_relay', STR, '$fallback_relay', "Optional list of relay hosts for SMTP destinations that can't be found or that are unreachable.")
+_p('smtp_fallback_relay', LIST, '$fallback_relay', "Optional list of relay hosts for SMTP destinations that can't be found or that are unreachable.")
 _p('smtp_generic_maps', MAPS, '', 'Optional lookup tables that perform address rewriting in the Postfix SMTP client, typically to transform a locally valid address into a globally valid address when sending mail across the Internet.')
 _p('smtp_header_checks', MAPS, '', 'Restricted header_checks(5) tables for the Postfix SMTP client.')
 _p('smtp_helo_name', STR, '$myhostname', 'The hostname to send in the SMTP HELO or EHLO command.')
@@ -656,14 +656,14 @@ _p('smtpd_authorized_verp_clients', LIST, '$authorized_verp_clients', 'What remo
 _p('smtpd_authorized_xclient_hosts', LIST, '', 'What remote SMTP clients are allowed to use the XCLIENT feature.')
 _p('smtpd_authorized_xforward_hosts', LIST, '', 'What remote SMTP clients are allowed to use the XFORWARD feature.')
 _p('smtpd_banner', STR, '$myhostname ESMTP $mail_name', 'The text that follows the 220 status code in the SMTP greeting banner.')
-_p('smtpd_client_auth_rate_limit', TIME, '0', 'The maximal number of AUTH commands that any client is allowed to send to this service per time unit, regardless of whether or not Postfix actually accepts those commands.', 's')
+_p('smtpd_client_auth_rate_limit', INT, '0', 'The maximal number of AUTH commands that any client is allowed to send to this service per time unit, regardless of whether or not Postfix actually accepts those commands.')
 _p('smtpd_client_connection_count_limit', INT, '50', 'How many simultaneous connections any client is allowed to make to this service.')
-_p('smtpd_client_connection_rate_limit', TIME, '0', 'The maximal number of connection attempts any client is allowed to make to this service per time unit.', 's')
+_p('smtpd_client_connection_rate_limit', INT, '0', 'The maximal number of connection attempts any client is allowed to make to this service per time unit.')
 _p('smtpd_client_event_limit_exceptions', LIST, '${smtpd_client_connection_limit_exceptions:$mynetworks}', 'Clients that are excluded from smtpd_client_*_count/rate_limit restrictions.')
-_p('smtpd_client_message_rate_limit', TIME, '0', 'The maximal number of message delivery requests that any client is allowed to make to this service per time unit, regardless of whether or not Postfix actually accepts those messages.', 's')
-_p('smtpd_client_new_tls_session_rate_limit', TIME, '0', 'The maximal number of new (i.e., uncached) TLS sessions that a remote SMTP client is allowed to negotiate with this service per time unit.', 's')
+_p('smtpd_client_message_rate_limit', INT, '0', 'The maximal number of message delivery requests that any client is allowed to make to this service per time unit, regardless of whether or not Postfix actually accepts those messages.')
+_p('smtpd_client_new_tls_session_rate_limit', INT, '0', 'The maximal number of new (i.e., uncached) TLS sessions that a remote SMTP client is allowed to negotiate with this service per time unit.')
 _p('smtpd_client_port_logging', BOOL, 'no', 'Enable logging of the remote SMTP client port in addition to the hostname and IP address.')
-_p('smtpd_client_recipient_rate_limit', TIME, '0', 'The maximal number of recipient addresses that any client is allowed to send to this service per time unit, regardless of whether or not Postfix actually accepts those recipients.', 's')
+_p('smtpd_client_recipient_rate_limit', INT, '0', 'The maximal number of recipient addresses that any client is allowed to send to this service per time unit, regardless of whether or not Postfix actually accepts those recipients.')
 _p('smtpd_client_restrictions', RESTR, '', 'Optional restrictions that the Postfix SMTP server applies in the context of a client connection request.')
 _p('smtpd_command_filter', STR, '', 'A mechanism to transform commands from remote SMTP clients.')
 _p('smtpd_data_restrictions', RESTR, '', 'Optional access restrictions that the Postfix SMTP server applies in the context of the SMTP DATA command.')
@@ -727,7 +727,7 @@ _p('smtpd_sasl_response_limit', INT, '12288', "The maximum length of a SASL clie
 _p('smtpd_sasl_security_options', LIST, 'noanonymous', 'Postfix SMTP server SASL security options; as of Postfix 2.3 the list of available features depends on the SASL server implementation that is selected with smtpd_sasl_type.')
 _p('smtpd_sasl_service', STR, 'smtp', 'The service name that is passed to the SASL plug-in that is selected with smtpd_sasl_type and smtpd_sasl_path.')
 _p('smtpd_sasl_tls_security_options', LIST, '$smtpd_sasl_security_options', 'The SASL authentication security options that the Postfix SMTP server uses for TLS encrypted SMTP sessions.')
-_p('smtpd_sasl_type', STR, 'cyrus', 'The SASL plug-in type that the Postfix SMTP server should use for authentication.')
+_p('smtpd_sasl_type', STR, 'pfy', 'The SASL plug-in type that the Postfix SMTP server should use for authentication.')
 _p('smtpd_sender_login_maps', MAPS, '', 'Optional lookup table with the SASL login names that own the sender (MAIL FROM) addresses.')
 _p('smtpd_sender_restrictions', RESTR, '', 'Optional restrictions that the Postfix SMTP server applies in the context of a client MAIL FROM command.')
 _p('smtpd_service_name', STR, 'smtpd', 'The internal service that postscreen(8) hands off allowed connections to.')
@@ -915,6 +915,9 @@ DIFFERS_FROM_POSTFIX: dict[str, tuple[str, str]] = {
                                   "3.7 has only yes/no and defaults to no"),
     "smtpd_forbid_unauth_pipelining": ("no", "Postfix 3.9's default"),
     "mail_release_date": ("20240304", "pfy's release, not Postfix's"),
+    "smtpd_sasl_type": ("cyrus", "pfy has no Cyrus SASL; its built-in scrypt user table "
+                        "(pfy-saslpasswd(1)) needs no other software, and "
+                        "smtpd_sasl_type = dovecot works as in Postfix"),
     "max_use": ("100", "a Python daemon costs 0.1-0.25 s of CPU to start (a Postfix "
                 "daemon about 1 ms): a restart every 100 clients adds 1-2.5 ms of CPU "
                 "per client to each daemon on the path, every 10000 clients "

@@ -36,10 +36,16 @@ def plain(authcid, password, authzid=""):
 
 def test_unsupported_type_is_a_config_error(tmp_path):
     with pytest.raises(SaslConfigError, match="smtpd_sasl_type"):
-        SaslServerFactory.from_config(_cfg(tmp_path))            # Postfix's default: cyrus
+        SaslServerFactory.from_config(_cfg(tmp_path, smtpd_sasl_type="cyrus"))  # Postfix's default
     with pytest.raises(SaslConfigError, match="smtpd_sasl_security_options"):
         SaslServerFactory.from_config(_cfg(tmp_path, smtpd_sasl_type="pfy",
                                            smtpd_sasl_security_options="bogus"))
+
+
+def test_the_built_in_table_is_the_default_type(tmp_path):
+    # pfy has no Cyrus: its default smtpd_sasl_type is the built-in table.
+    with pytest.raises(SaslConfigError, match="sasl_users.lmdb"):
+        SaslServerFactory.from_config(_cfg(tmp_path))
 
 
 def test_missing_user_table_names_the_file(tmp_path):
