@@ -751,6 +751,10 @@ _SERVICE_ARGS: list[str] = []
 
 
 def setup(ctx) -> None:
+    # Before the jail: recipient_values() needs pfy.tables.search (and with
+    # it pfy.tables and pfy.tables._base), which a chroot may hide.
+    import pfy.tables.search  # noqa: F401
+
     # pipe.c parses its attributes at the first request and dies there,
     # so that qmgr sees the failure; we parse now and keep the error for
     # the first request (a fatal before serving would leave qmgr's

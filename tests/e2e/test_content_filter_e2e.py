@@ -20,7 +20,6 @@ import smtplib
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from instance import Instance
 from localusers import local_users, messages_in_maildir, traversable_tmp
@@ -61,11 +60,6 @@ def ordinary_instance(tmp_path: Path, main_cf: dict[str, str]):
             yield inst, me
 
 
-@pytest.mark.xfail(strict=False, reason="qmgr routes REC_FILT mail to the filter; still "
-                   "needed: cleanup must not add main.cf's content_filter itself (only "
-                   "smtpd/pickup/qmqpd read it, so pickup's -o content_filter= ends the "
-                   "loop), and smtpd must honour receive_override_options="
-                   "no_address_mappings (issue 7 report)")
 def test_simple_content_filter_reinjects_without_loops():
     with traversable_tmp() as tmp_path:
         _simple_content_filter(tmp_path)

@@ -153,8 +153,6 @@ def test_bs_refused_for_a_user_not_on_the_list(tmp_path):
         assert p.stdout == b"", "no SMTP greeting for a refused user"
 
 
-@pytest.mark.xfail(reason="smtpd -S still writes to public/cleanup; it must hand messages "
-                          "to pfy.cli.postdrop.MaildropSession (smtpd owner)", strict=False)
 def test_bs_mail_enters_through_maildrop_with_the_users_uid(tmp_path):
     """DESIGN "Privileges": -bs gives a user no more than postdrop does, so
     the message goes through maildrop/ and pickup stamps the real uid."""

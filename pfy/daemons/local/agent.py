@@ -935,6 +935,9 @@ def _run_work(work) -> list | None:
 # -- the skeleton glue ---------------------------------------------------------
 
 def setup(ctx) -> None:
+    # Before the jail: _resolve_with_rewrite() connects lazily, but its
+    # module must be loaded while the chroot still shows it.
+    import pfy.ipc.rewrite_client  # noqa: F401
     from pfy.server.lifecycle import Fatal
     try:
         ctx.data["agent"] = LocalAgent(ctx.cfg, ctx.queue_directory, service=ctx.service)

@@ -144,34 +144,8 @@ def setup(ctx) -> None:
                               policy_maps=policy_maps)
 
 
-def count_use(ctx) -> None:
-    """pre_accept: make max_use mean what it means for Postfix's smtp.
-
-    A Postfix smtp process serves one delivery at a time and exits after
-    max_use of them; qmgr's N concurrent deliveries run in N processes, so
-    the pool restarts one process per max_use deliveries *per process*.
-    Here one process serves all N at once (one qmgr connection each), and
-    counting each connection as one use would restart the whole agent every
-    max_use deliveries: N times Postfix's rate, each restart a Python start-up
-    and a stall of every delivery in flight.  So a delivery that starts while
-    ``k`` others run counts 1/(k+1): the process lives about max_use times
-    its concurrency, as Postfix's pool does.  The skeleton adds 1 after this
-    hook; we take back the rest.  Never more than 1 a delivery.
-    """
-    active = ctx.data.get("active", 0)
-    ctx.use_count -= 1 - 1 / (active + 1)
-
-
 async def serve_request(ctx, reader, writer) -> None:
     """One qmgr connection: greet, read the request, deliver, reply."""
-    ctx.data["active"] = ctx.data.get("active", 0) + 1
-    try:
-        await _serve_request(ctx, reader, writer)
-    finally:
-        ctx.data["active"] -= 1
-
-
-async def _serve_request(ctx, reader, writer) -> None:
     agent = ctx.data["agent"]
     conn = AsyncAttrConnection(reader, writer)
     conn.greet(PROTOCOL)
@@ -199,4 +173,4 @@ async def _serve_request(ctx, reader, writer) -> None:
 def main() -> None:
     from pfy.server import multi
     program = "lmtp" if os.path.basename(sys.argv[0] or "") == "lmtp" else "smtp"
-    multi.serve(serve_request, pre_jail=setup, pre_accept=count_use, program=program)
+    multi.serve(serve_request, pre_jail=setup, program=program)

@@ -26,7 +26,8 @@ ENVIRONMENT
 PARAMETERS
     smtpd_banner, smtpd_timeout, smtpd_*_limit, smtpd_tls_*, smtpd_sasl_*,
     smtpd_authorized_xclient_hosts, smtpd_authorized_xforward_hosts,
-    local_header_rewrite_clients, smtpd_peername_lookup,
+    local_header_rewrite_clients, smtpd_peername_lookup, content_filter,
+    receive_override_options,
     smtpd_client_port_logging, and the restriction lists (postconf(5)).
 """
 
@@ -74,6 +75,12 @@ def _pre_jail(ctx) -> None:
 
     cfg = ctx.cfg
     standalone = bool(ctx.options.standalone)
+    if standalone:
+        _fatal_on_stderr()
+        # Messages go to maildrop/ (session.py open_cleanup), and pickup
+        # is woken through pfy.ipc.trigger when it is a socket.
+        import pfy.cli.postdrop  # noqa: F401
+    import pfy.ipc.trigger  # noqa: F401  (ETRN, pickup wake-up; loaded before the jail)
     tables: dict = {}
 
     def opener(spec):
@@ -167,11 +174,14 @@ def _pre_jail(ctx) -> None:
         if not rates.enabled:
             rates = None
 
-    from pfy.daemons.cleanup.core import FLAG_MASK_EXTERNAL
+    # receive_override_options (Postfix input_transp.c): what cleanup
+    # skips, e.g. no_address_mappings before a content filter.
+    from pfy.ipc.cleanup_client import input_flags
     ctx.data["service"] = Service(
         cfg=cfg, limits=limits, policy=policy,
         cleanup_path=os.path.join("public", cfg.cleanup_service_name),
-        cleanup_flags=FLAG_MASK_EXTERNAL, resolver=resolver, hosts=hosts, tls=tls, tls_ctx=tls_ctx,
+        cleanup_flags=input_flags(cfg.receive_override_options),
+        content_filter=cfg.content_filter or "", resolver=resolver, hosts=hosts, tls=tls, tls_ctx=tls_ctx,
         xclient_hosts=xclient, xforward_hosts=xforward, local_rewrite=local_rewrite,
         sasl_factory=sasl_factory, standalone=standalone,
         peername_lookup=bool(cfg.smtpd_peername_lookup),
@@ -181,6 +191,28 @@ def _pre_jail(ctx) -> None:
         myhostname=cfg.myhostname, mail_name=cfg.mail_name, service=ctx.service,
         fast_flush=fast_flush, qmgr_path=os.path.join("public", cfg.queue_service_name),
         anvil=rates)
+
+
+def _fatal_on_stderr() -> None:
+    """smtpd -S runs behind sendmail -bs for a user at a terminal or a
+    program: a fatal or panic reason must reach its stderr, not only the
+    log the user may not be able to read."""
+    import sys
+
+    from pfy.log import logger, printable
+    log = logger.log
+
+    def log_and_tell(severity: str, text: str) -> None:
+        log(severity, text)
+        # XXX pfy.log has no public "already echoing to stderr" test.
+        if severity in ("fatal", "panic") and not (
+                getattr(logger, "_stderr", False) or getattr(logger, "_stderr_only", False)):
+            try:
+                sys.stderr.write(f"{logger.process_name}: {severity}: {printable(text)}\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+    logger.log = log_and_tell
 
 
 def _local_rewrite_check(cfg, mynetworks, opener):

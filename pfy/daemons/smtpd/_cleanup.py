@@ -17,7 +17,7 @@ from pfy.ipc.attr import ProtocolError
 from pfy.ipc.channel import AsyncAttrConnection
 from pfy.ipc.cleanup_client import PROTOCOL, CleanupOpen, CleanupQueueId, CleanupStatus
 from pfy.queue.record import (REC_ATTR, REC_CONT, REC_DSN_ENVID, REC_DSN_NOTIFY,
-                              REC_DSN_ORCPT, REC_DSN_RET, REC_END, REC_FROM, REC_MESG,
+                              REC_DSN_ORCPT, REC_DSN_RET, REC_END, REC_FILT, REC_FROM, REC_MESG,
                               REC_NORM, REC_ORCP, REC_RCPT, REC_TIME, REC_XTRA)
 
 __all__ = ["CleanupSession", "CleanupError"]
@@ -61,9 +61,15 @@ class CleanupSession:
         self.conn.send_record(rtype, data)
 
     def start(self, sender: str, attrs: dict[str, str], arrival: float | None = None,
-              dsn_ret: int = 0, dsn_envid: str = "") -> None:
+              dsn_ret: int = 0, dsn_envid: str = "", content_filter: str = "") -> None:
         t = time.time() if arrival is None else arrival
         self.record(REC_TIME, b"%d %d" % (int(t), int((t % 1) * 1e6)))
+        # smtpd.c mail_open_stream(): content_filter goes right after the
+        # time stamp; cleanup never reads the parameter itself, so that a
+        # re-injection service with "-o content_filter=" ends the loop.  An
+        # access FILTER action, sent after the content, replaces it.
+        if content_filter:
+            self.record(REC_FILT, _b(content_filter))
         self.record(REC_FROM, _b(sender))
         for name, value in attrs.items():
             self.record(REC_ATTR, _b(f"{name}={value}"))

@@ -47,7 +47,8 @@ class Service:
     limits: object
     policy: object
     cleanup_path: str
-    cleanup_flags: int
+    cleanup_flags: int                 # input_flags(receive_override_options)
+    content_filter: str = ""           # main.cf or master.cf -o: a REC_FILT record
     resolver: object = None            # pfy.dns.Resolver
     hosts: object = None               # _hosts.HostsFile or None
     tls: object = None                 # TlsSettings or None
@@ -257,11 +258,27 @@ class Session:
         return {k: v for k, v in a.items() if v is not None}
 
     async def open_cleanup(self) -> Reply | None:
-        try:
-            self.cleanup = await CleanupSession.open(self.svc.cleanup_path, self.svc.cleanup_flags)
-        except CleanupError as err:
-            logger.warning(f"{self.namaddr}: cleanup service unavailable: {err}")
-            return replies.QUEUE_WRITE_ERROR
+        svc = self.svc
+        if svc.standalone:
+            # Postfix smtpd -S hands messages to postdrop, not to cleanup:
+            # we run as the submitting user, and the message enters through
+            # maildrop/ and pickup stamped with the kernel's uid (DESIGN.md
+            # "Privileges"; cleanup refuses anyone but root and mail_owner).
+            # Stand-alone is never chrooted, and the skeleton leaves an
+            # ordinary user's cwd where it was: name queue_directory.
+            from pfy.cli.postdrop import MaildropSession
+            try:
+                self.cleanup = await MaildropSession.open(svc.cfg.queue_directory,
+                                                          svc.cfg.pickup_service_name)
+            except OSError as err:
+                logger.warning(f"{self.namaddr}: maildrop: {err}")
+                return replies.QUEUE_WRITE_ERROR
+        else:
+            try:
+                self.cleanup = await CleanupSession.open(svc.cleanup_path, svc.cleanup_flags)
+            except CleanupError as err:
+                logger.warning(f"{self.namaddr}: cleanup service unavailable: {err}")
+                return replies.QUEUE_WRITE_ERROR
         self.queue_id = self.cleanup.queue_id
         self.arrival = time.time()
         extra = ""
@@ -273,9 +290,12 @@ class Session:
                        f"{self.xforward.get('NAME', self.client_name)}"
                        f"[{self.xforward.get('ADDR', self.client_addr)}]", extra)
         p = self.mail_params
+        # Stand-alone: pickup adds its own content_filter; a user's maildrop
+        # file may not carry one.
+        filt = {} if svc.standalone else {"content_filter": svc.content_filter}
         self.cleanup.start(self.sender or "", self.cleanup_attrs(), arrival=self.arrival,
                            dsn_ret=DSN_RET.get((p.ret or "").upper(), 0) if p else 0,
-                           dsn_envid=(p.envid or "") if p else "")
+                           dsn_envid=(p.envid or "") if p else "", **filt)
         return None
 
     # -- I/O ---------------------------------------------------------------------------
