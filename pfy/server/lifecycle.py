@@ -425,7 +425,14 @@ def _drop_privileges(ctx: ServerContext) -> None:
     """
     opts, cfg = ctx.options, ctx.cfg
     if os.geteuid() != 0:
-        return          # started by an ordinary user: run as that user, no chroot
+        # Started by an ordinary user: run as that user, no chroot; the
+        # working directory is queue_directory all the same (INTERNALS.md),
+        # so relative queue paths mean the same in every mode.
+        try:
+            os.chdir(cfg.queue_directory)
+        except OSError as exc:
+            raise Fatal(f"chdir({cfg.queue_directory}): {exc.strerror}") from None
+        return
     uid = gid = None
     if opts.unprivileged:
         import pwd
