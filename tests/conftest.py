@@ -57,6 +57,23 @@ def _traversable_basetemp(tmp_path_factory):
             pass
 
 
+@pytest.fixture(autouse=True)
+def _isolate_process_state():
+    """Undo what an in-process daemon start leaves behind: a working
+    directory inside a deleted temp folder (later shells fail getcwd) and
+    the "pfy" logger routed to a daemon's log (caplog then sees nothing)."""
+    import logging
+    cwd = os.getcwd()
+    log = logging.getLogger("pfy")
+    saved = (list(log.handlers), log.propagate, log.level)
+    yield
+    try:
+        os.chdir(cwd)
+    except OSError:
+        os.chdir("/")
+    log.handlers[:], log.propagate, log.level = saved[0], saved[1], saved[2]
+
+
 @pytest.fixture
 def pfy():
     return pfy_bin
