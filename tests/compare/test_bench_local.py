@@ -26,5 +26,10 @@ def test_bench_local_tiny(tmp_path):
     for system in ("pfy", "postfix"):
         for key in ("sendmail_per_s", "latency_sendmail_p50_ms", "smtp_delivered_per_s",
                     "smtp_cpu_per_msg"):
-            assert figures[system][key] > 0, (system, key)
+            if system == "postfix" and key == "smtp_cpu_per_msg":
+                # Postfix's CPU for a handful of messages can be under one
+                # clock tick (10 ms): zero is a measurement, not a failure.
+                assert figures[system][key] >= 0, (system, key)
+            else:
+                assert figures[system][key] > 0, (system, key)
     assert "pfy/postfix" in p.stdout
