@@ -150,6 +150,12 @@ def format_line(text: str, severity: str, tag: str, pid: int, host: str,
 class Logger:
     """The process's logger; the module-level ``logger`` is the one to use."""
 
+    @property
+    def echoes_to_stderr(self) -> bool:
+        """True when lines already reach stderr (no log yet, or a command's
+        own echo), so a caller need not print a fatal there a second time."""
+        return self._stderr or self._stderr_only
+
     def __init__(self):
         self.process_name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "pfy"
         self.syslog_name = "postfix"
@@ -402,9 +408,11 @@ def log_message_id(queue_id: str, message_id: str, resent: bool = False) -> None
     logger.info(f"{queue_id}: {name}={message_id}")
 
 
-def log_pickup(queue_id: str, uid: int, sender: str) -> None:
-    """pickup: ``ID: uid=0 from=<root>``."""
-    logger.info(f"{queue_id}: uid={uid} from=<{sender}>")
+def log_pickup(queue_id: str, uid: int, sender: str, orig_id: str = "") -> None:
+    """pickup: ``ID: uid=0 from=<root>``, plus `` orig_id=OLDID`` for a
+    message requeued with postsuper -r (pickup.c MAIL_IS_REQUEUED)."""
+    tail = f" orig_id={orig_id}" if orig_id else ""
+    logger.info(f"{queue_id}: uid={uid} from=<{sender}>{tail}")
 
 
 def log_qmgr_from(queue_id: str, sender: str, size: int, nrcpt: int,

@@ -244,12 +244,8 @@ def copy_file(fd: int, st: os.stat_result, client, queue_id: str,
             send(rtype, data)
     if sender is None:
         raise Malformed(f"uid={uid}: no envelope sender")
-    if orig_id:
-        # pickup.c MAIL_IS_REQUEUED: the old queue ID, for message tracking.
-        # XXX a log_pickup(orig_id=) in pfy/log.py, when its owner adds it.
-        log.logger.info(f"{queue_id}: uid={uid} from=<{sender}> orig_id={orig_id}")
-    else:
-        log.log_pickup(queue_id, uid, sender)
+    # pickup.c MAIL_IS_REQUEUED: a requeued message names its old queue ID.
+    log.log_pickup(queue_id, uid, sender, orig_id)
 
     # Trace the local submission without revealing the login name (pickup.c).
     send(REC_MESG, b"")

@@ -65,6 +65,8 @@ def lines(path):
     (lambda: log.log_message_id("3F2A81C0B1", "<1@x>", resent=True),
      "3F2A81C0B1: resent-message-id=<1@x>"),
     (lambda: log.log_pickup("3F2A81C0B1", 0, "root"), "3F2A81C0B1: uid=0 from=<root>"),
+    (lambda: log.log_pickup("3F2A81C0B1", 0, "root", "4B3C2D1E0F"),
+     "3F2A81C0B1: uid=0 from=<root> orig_id=4B3C2D1E0F"),
     (lambda: log.log_client("3F2A81C0B1", "localhost[127.0.0.1]"),
      "3F2A81C0B1: client=localhost[127.0.0.1]"),
     (lambda: log.log_connect("mx.example[192.0.2.7]"), "connect from mx.example[192.0.2.7]"),

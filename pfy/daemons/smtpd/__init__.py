@@ -204,9 +204,7 @@ def _fatal_on_stderr() -> None:
 
     def log_and_tell(severity: str, text: str) -> None:
         log(severity, text)
-        # XXX pfy.log has no public "already echoing to stderr" test.
-        if severity in ("fatal", "panic") and not (
-                getattr(logger, "_stderr", False) or getattr(logger, "_stderr_only", False)):
+        if severity in ("fatal", "panic") and not logger.echoes_to_stderr:
             try:
                 sys.stderr.write(f"{logger.process_name}: {severity}: {printable(text)}\n")
                 sys.stderr.flush()
