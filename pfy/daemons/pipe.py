@@ -74,7 +74,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -89,33 +88,13 @@ from pfy.queue.queue_file import CorruptQueueFile, QueueFileReader
 from pfy.queue.record import REC_CONT, REC_NORM
 from pfy.server.lifecycle import Fatal
 
-__all__ = ["main", "split_service_args", "PipeAttrs", "parse_attrs", "expand_macros",
+__all__ = ["main", "PipeAttrs", "parse_attrs", "expand_macros",
            "expand_argv", "MacroError", "SYS_EXITS", "command_status", "PipeAgent",
            "unescape"]
 
-# -- master.cf arguments --------------------------------------------------------
-
-# Generic daemon options that take a value (pfy.server.lifecycle.parse_server_args).
-_OPTS_WITH_VALUE = "notsi"
-
-
-def split_service_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Split master's argv into generic options and the service's own
-    arguments, where getopt stops: at the first word that is not an option
-    (or after "--").  "flags=R user=x argv=/bin/cmd -f ${sender}" arrive as
-    arguments after the options, as Postfix's master passes them."""
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            return argv[:i], argv[i + 1:]
-        if not arg.startswith("-") or arg == "-":
-            break
-        if arg[1] in _OPTS_WITH_VALUE and len(arg) == 2:
-            i += 1
-        i += 1
-    return argv[:i], argv[i:]
-
+# -- master.cf attributes ---------------------------------------------------------
+# They follow master's generic options ("flags=R user=x argv=/bin/cmd -f
+# ${sender}"); the skeleton hands them over in ctx.options.service_args.
 
 _FLAG_CHARS = "BDFORXhqu.>"
 
@@ -747,9 +726,6 @@ def _param_ok(cfg, service: str) -> bool:
 
 # -- the skeleton glue ---------------------------------------------------------
 
-_SERVICE_ARGS: list[str] = []
-
-
 def setup(ctx) -> None:
     # Before the jail: recipient_values() needs pfy.tables.search (and with
     # it pfy.tables and pfy.tables._base), which a chroot may hide.
@@ -760,7 +736,7 @@ def setup(ctx) -> None:
     # the first request (a fatal before serving would leave qmgr's
     # connection waiting in the listen queue).
     try:
-        attrs = parse_attrs(_SERVICE_ARGS, ctx.cfg.mail_owner)
+        attrs = parse_attrs(ctx.options.service_args, ctx.cfg.mail_owner)
     except Fatal as exc:
         ctx.data["error"] = str(exc)
         return
@@ -785,9 +761,4 @@ def serve_one(ctx, sock) -> None:
 
 def main() -> None:
     from pfy.server import single
-    # XXX parse_server_args rejects non-option arguments; Postfix's
-    # mail_server passes them to the service.  Split them off here until
-    # the skeleton keeps them in ServerOptions.
-    options, service_args = split_service_args(sys.argv[1:])
-    _SERVICE_ARGS[:] = service_args
-    single.serve(serve_one, pre_jail=setup, argv=options, program="pipe")
+    single.serve(serve_one, pre_jail=setup, service_args=True, program="pipe")

@@ -4,7 +4,9 @@ The three skeletons (single, multi, trigger) share this lifecycle:
 
 1. options from master: the argv master builds from master.cf, Postfix's
    (`qmgr -l -t unix -u`, `smtpd -n smtp -t inet -u -c -o name=value -s 2`),
-   shown unchanged by ps;
+   shown unchanged by ps; what follows the options is the service's own
+   (pipe's `flags=R user=x argv=/bin/cmd ...`), refused by a daemon that
+   takes none;
 2. main.cf with the service's -o overrides;
 3. logging, then the daemon's pre_jail hook (open tables, TLS contexts...),
    then everything else the jail will hide (codecs, time zone, user data);
@@ -63,20 +65,33 @@ class ServerOptions:
     listen_count: int = 1           # -s N: listening fds 6 .. 6+N-1
     overrides: dict[str, str] = field(default_factory=dict)   # -o name=value
     argv: list[str] = field(default_factory=list)             # for the proc title
+    # What follows the options, unchanged (Postfix's skeletons hand the
+    # service argv + optind): pipe's "flags=R user=x argv=/bin/cmd -f ${sender}".
+    service_args: list[str] = field(default_factory=list)
 
 
-def parse_server_args(argv: list[str], program: str) -> ServerOptions:
+def parse_server_args(argv: list[str], program: str, *,
+                      service_args: bool = False) -> ServerOptions:
     """Parse the options master passes (see master_proto and master(5)).
 
-    Like Postfix's getopt loop: options may repeat, `-o name=value` may also
-    be `-oname=value`; anything else is a usage error naming the option.
+    Like Postfix's getopt loop (sys_defs.h GETOPT: "+", so no reordering):
+    options may repeat, `-o name=value` may also be `-oname=value`, an
+    unknown option is a usage error naming it.  Options end at the first
+    word that is not one ("-" included) or after a "--", which is dropped;
+    the rest goes unchanged to opts.service_args, even words that look like
+    options (`argv=/bin/cmd -f ${sender}`).  Without `service_args`, a
+    daemon that takes none, any such word is a usage error, as Postfix's
+    daemons check argv[0] of what their skeleton hands them.
     """
     opts = ServerOptions(program=program, service=program, argv=[program, *argv])
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
         if not arg.startswith("-") or arg == "-":
-            raise UsageError(f"unexpected command-line argument: {arg}")
+            break
         flag, rest = arg[1:2], arg[2:]
         if flag in "notsi" and flag != "":
             if rest:
@@ -122,6 +137,9 @@ def parse_server_args(argv: list[str], program: str) -> ServerOptions:
                 else:
                     raise UsageError(f"invalid option -- '{ch}'")
         i += 1
+    opts.service_args = argv[i:]
+    if opts.service_args and not service_args:
+        raise UsageError(f"unexpected command-line argument: {opts.service_args[0]}")
     return opts
 
 
@@ -476,12 +494,14 @@ class Lifecycle:
 
     def __init__(self, *, pre_jail=None, post_jail=None, pre_accept=None,
                  solitary: bool = False, unlimited: bool = False,
+                 service_args: bool = False,
                  argv: list[str] | None = None, program: str | None = None):
         self.pre_jail = pre_jail
         self.post_jail = post_jail
         self.pre_accept = pre_accept
         self.require_solitary = solitary
         self.unlimited = unlimited      # Postfix's MAIL_SERVER_UNLIMITED: no max_idle/max_use
+        self.service_args = service_args    # the daemon reads ctx.options.service_args
         self.argv = list(sys.argv[1:] if argv is None else argv)
         self.program = program or os.path.basename(sys.argv[0] or "pfy")
         self.ctx: ServerContext | None = None
@@ -493,7 +513,8 @@ class Lifecycle:
 
     def start(self) -> ServerContext:
         try:
-            opts = parse_server_args(self.argv, self.program)
+            opts = parse_server_args(self.argv, self.program,
+                                     service_args=self.service_args)
         except UsageError as exc:
             log_fatal(str(exc))     # stderr: logging is not set up yet
             _flush_and_exit(EXIT_FATAL)

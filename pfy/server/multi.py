@@ -168,10 +168,13 @@ class _Multi(Lifecycle):
 
 def serve(handler: Handler, *, pre_jail=None, post_jail=None, pre_accept=None,
           max_clients: int | None = None, solitary: bool = False,
-          unlimited: bool = False, argv: list[str] | None = None,
-          program: str | None = None) -> None:
+          unlimited: bool = False, service_args: bool = False,
+          argv: list[str] | None = None, program: str | None = None) -> None:
     """Run `await handler(ctx, reader, writer)` for each client, many at once.
-    Never returns."""
+    Never returns.
+
+    service_args=True: the words after master's options are the service's
+    own, in ctx.options.service_args; else they are a fatal error."""
     _Multi(handler, max_clients=max_clients, pre_jail=pre_jail, post_jail=post_jail,
            pre_accept=pre_accept, solitary=solitary, unlimited=unlimited,
-           argv=argv, program=program).run()
+           service_args=service_args, argv=argv, program=program).run()

@@ -111,8 +111,12 @@ class _Single(Lifecycle):
 
 
 def serve(handler: Handler, *, pre_jail=None, post_jail=None, pre_accept=None,
-          solitary: bool = False, unlimited: bool = False,
+          solitary: bool = False, unlimited: bool = False, service_args: bool = False,
           argv: list[str] | None = None, program: str | None = None) -> None:
-    """Run `handler(ctx, sock)` for each client, one at a time. Never returns."""
+    """Run `handler(ctx, sock)` for each client, one at a time. Never returns.
+
+    service_args=True: the words after master's options are the service's
+    own, in ctx.options.service_args (pipe); else they are a fatal error."""
     _Single(handler, pre_jail=pre_jail, post_jail=post_jail, pre_accept=pre_accept,
-            solitary=solitary, unlimited=unlimited, argv=argv, program=program).run()
+            solitary=solitary, unlimited=unlimited, service_args=service_args,
+            argv=argv, program=program).run()

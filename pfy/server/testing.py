@@ -158,10 +158,10 @@ def start_daemon(command: str, *, config_dir, listen=(), args=(), env=None,
     """
     path = command if os.sep in command else os.path.join(default_daemon_directory(), command)
     executable, prefix = daemon_argv(path)
-    argv = prefix + list(args)
     fds_in = [x if isinstance(x, int) else x.fileno() for x in listen]
-    if len(fds_in) > 1 and "-s" not in args:
-        argv += ["-s", str(len(fds_in))]
+    # -s before the other words, as master puts it (service words follow).
+    count = ["-s", str(len(fds_in))] if len(fds_in) > 1 and "-s" not in args else []
+    argv = prefix + count + list(args)
     master_end, child_end = master_proto.status_pair()
     devnull = os.open(os.devnull, os.O_RDWR)
     err = stderr if isinstance(stderr, int) else (stderr.fileno() if stderr is not None else 2)

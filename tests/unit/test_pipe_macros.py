@@ -8,27 +8,14 @@ import pytest
 
 from pfy.daemons.pipe import (MacroError, MacroValues, PipeAttrs, command_status,
                               copy_records, expand_argv, expand_macros, parse_attrs,
-                              recipient_values, split_service_args, unescape, clean_output)
+                              recipient_values, unescape, clean_output)
 from pfy.ipc.delivery import RequestRecipient
 from pfy.queue.record import REC_CONT, REC_NORM
 from pfy.server.lifecycle import Fatal
 
 
 # -- master's argv ---------------------------------------------------------------
-
-@pytest.mark.parametrize("argv, opts, args", [
-    (["-n", "filter", "-t", "unix", "flags=Rq", "user=f", "argv=/bin/cat", "-f", "x"],
-     ["-n", "filter", "-t", "unix"], ["flags=Rq", "user=f", "argv=/bin/cat", "-f", "x"]),
-    (["-t", "unix", "-o", "a=b", "-v", "user=f", "argv=/bin/cat"],
-     ["-t", "unix", "-o", "a=b", "-v"], ["user=f", "argv=/bin/cat"]),
-    (["-tunix", "-ofoo=bar", "argv=x"], ["-tunix", "-ofoo=bar"], ["argv=x"]),
-    (["-t", "unix", "--", "-weird"], ["-t", "unix"], ["-weird"]),
-    (["-t", "unix"], ["-t", "unix"], []),
-])
-def test_split_service_args(argv, opts, args):
-    got = split_service_args(argv)
-    assert got == (opts, args), f"got {got} want {(opts, args)}"
-
+# The skeleton splits it (ctx.options.service_args): tests/unit/test_server_options.py.
 
 # -- attributes --------------------------------------------------------------------
 

@@ -38,6 +38,62 @@ def test_parse_server_args_errors(argv, msg):
         parse_server_args(argv, "smtpd")
 
 
+# What follows master's options is the service's own (Postfix's skeletons
+# hand the service argv + optind): getopt stops at the first word that is
+# not an option, or after "--", which it drops.
+@pytest.mark.parametrize("argv, service, overrides, args", [
+    (["-n", "filter", "-t", "unix", "flags=Rq", "user=f", "argv=/bin/cat", "-f", "x"],
+     "filter", {}, ["flags=Rq", "user=f", "argv=/bin/cat", "-f", "x"]),
+    (["-t", "unix", "-o", "a=b", "-v", "user=f", "argv=/bin/cat"],
+     "pipe", {"a": "b"}, ["user=f", "argv=/bin/cat"]),
+    (["-tunix", "-ofoo=bar", "argv=x"], "pipe", {"foo": "bar"}, ["argv=x"]),
+    # option-looking words after the first service word are the service's
+    (["-t", "unix", "user=f", "argv=/bin/cmd", "-f", "${sender}", "-x", "--", "-o", "a=b"],
+     "pipe", {}, ["user=f", "argv=/bin/cmd", "-f", "${sender}", "-x", "--", "-o", "a=b"]),
+    # "--" ends the options and is dropped; only the first one
+    (["-t", "unix", "--", "-weird"], "pipe", {}, ["-weird"]),
+    (["-t", "unix", "--", "--", "x"], "pipe", {}, ["--", "x"]),
+    (["-t", "unix", "--"], "pipe", {}, []),
+    (["-t", "unix", "-", "x"], "pipe", {}, ["-", "x"]),   # "-" is not an option
+    # an option's value is never a service word, whatever it looks like
+    (["-n", "argv=x", "-t", "unix"], "argv=x", {}, []),
+    (["-t", "unix"], "pipe", {}, []),
+    ([], "pipe", {}, []),
+])
+def test_parse_server_args_service_args(argv, service, overrides, args):
+    opts = parse_server_args(argv, "pipe", service_args=True)
+    got = (opts.service, opts.overrides, opts.service_args)
+    assert got == (service, overrides, args), f"got {got} want {(service, overrides, args)}"
+    assert opts.transport == "unix"
+    assert opts.argv == ["pipe", *argv]     # ps shows the whole command line
+
+
+@pytest.mark.parametrize("argv, stray", [
+    (["-t", "unix", "flags=R", "argv=/bin/cat"], "flags=R"),
+    (["-t", "unix", "--", "-o", "a=b"], "-o"),
+    (["-t", "unix", "-"], "-"),
+])
+def test_daemon_without_service_args_refuses_them(argv, stray):
+    with pytest.raises(UsageError) as err:
+        parse_server_args(argv, "smtpd")
+    assert str(err.value) == f"unexpected command-line argument: {stray}"
+
+
+@pytest.mark.parametrize("argv", [["-t", "unix"], ["-t", "unix", "--"]])
+def test_daemon_without_service_args_accepts_none(argv):
+    assert parse_server_args(argv, "smtpd").service_args == []
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["-Q", "argv=/bin/cat"], "invalid option -- 'Q'"),
+    (["-t", "unix", "-o", "novalue", "argv=/bin/cat"], "bad -o parameter setting: novalue"),
+    (["-t"], "option requires an argument -- 't'"),
+])
+def test_bad_options_before_service_args_still_fail(argv, msg):
+    with pytest.raises(UsageError, match=msg.replace("(", r"\(")):
+        parse_server_args(argv, "pipe", service_args=True)
+
+
 def test_status_record_round_trip():
     rec = mp.encode_status(1234, 7, mp.STAT_TAKEN)
     assert len(rec) == mp.STATUS_SIZE
@@ -65,6 +121,14 @@ def test_child_argv_multiple_listeners_and_verbose():
     e = entry("smtp inet n - n - - smtpd")
     assert _child_argv(e, "smtp", "smtpd", 100, 1, 2) == \
         ["smtpd", "-n", "smtp", "-t", "inet", "-v", "-u", "-s", "2"]
+
+
+def test_child_argv_listen_count_comes_before_the_service_words():
+    """master_ent.c: -s N before master.cf's words, which the skeleton
+    hands to the service once it meets the first non-option."""
+    e = entry("filter unix - n n - - pipe flags=R argv=/bin/cat")
+    assert _child_argv(e, "filter", "pipe", 100, 0, 2)[-4:] == \
+        ["-s", "2", "flags=R", "argv=/bin/cat"]
 
 
 @pytest.mark.parametrize("name, ifaces, protos, want", [

@@ -64,11 +64,13 @@ def _child_argv(entry, name: str, command: str, max_proc: int, verbose: int,
         argv.append("-u")
     if entry.chroot:
         argv.append("-c")
+    # Before master.cf's own words: the skeleton stops parsing options at
+    # the first word that is not one, and hands the rest to the service.
+    if listen_count > 1:
+        argv += ["-s", str(listen_count)]
     for k, v in entry.overrides.items():
         argv += ["-o", f"{k}={v}"]
     argv += list(entry.args)
-    if listen_count > 1:
-        argv += ["-s", str(listen_count)]
     return argv
 
 
