@@ -297,6 +297,10 @@ class MaildropSession:
         self.begin_content()
         self.record(76 if partial else 78, data)                           # L / N
 
+    def lines(self, lines: list[bytes]) -> None:
+        for data in lines:
+            self.line(data)
+
     async def drain(self) -> None:
         """Nothing to wait for: the file is written as records come."""
 

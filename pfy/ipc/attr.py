@@ -11,6 +11,11 @@ WIRE FORMAT
                                    one); JSON is an object of its fields
       b"R" + type byte + payload   one record (pfy.queue.record types): how
                                    message content moves, one record a frame
+      b"N" + line LF line ...      a run of whole content lines, each an N
+                                   record's payload (none contains LF):
+                                   smtpd sends a read's worth of plain lines
+                                   as one frame; a reader sees it as one
+                                   record of the pseudo type REC_LINES
 
     JSON (the C-accelerated stdlib codec) carries str, int, bool, float,
     lists and nested dataclasses; it never executes anything, unlike
@@ -37,8 +42,9 @@ import typing
 from typing import Any
 
 __all__ = ["protocol", "ProtocolError", "encode_greeting", "encode_attrs",
-           "encode_record_frame", "decode_attrs", "FrameParser", "Frame",
-           "MAX_FRAME", "FRAME_GREETING", "FRAME_ATTRS", "FRAME_RECORD",
+           "encode_record_frame", "encode_lines_frame", "decode_attrs", "FrameParser", "Frame",
+           "MAX_FRAME", "FRAME_GREETING", "FRAME_ATTRS", "FRAME_RECORD", "FRAME_LINES",
+           "REC_LINES",
            "protocol_name_of"]
 
 # A hostile or broken peer must not make us allocate without bound.  The
@@ -50,6 +56,10 @@ MAX_FRAME = 4 << 20
 FRAME_GREETING = ord("P")
 FRAME_ATTRS = ord("A")
 FRAME_RECORD = ord("R")
+FRAME_LINES = ord("N")
+# What a reader's records() yields for a FRAME_LINES frame.  Postfix record
+# types are single bytes, so this one can never be taken for a real record.
+REC_LINES = 0x100
 
 _LEN = struct.Struct(">I")
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"),
@@ -132,6 +142,14 @@ def encode_attrs(obj) -> bytes:
 def encode_record_frame(rtype: int, data: bytes) -> bytes:
     n = len(data) + 2
     return _LEN.pack(n) + bytes((FRAME_RECORD, rtype)) + data
+
+
+def encode_lines_frame(lines: list[bytes]) -> bytes:
+    """One frame for many whole content lines (no LF inside any)."""
+    body = b"\n".join(lines)
+    if not lines or body.count(b"\n") != len(lines) - 1:
+        raise ValueError("a lines frame needs one or more lines without LF")
+    return _LEN.pack(len(body) + 1) + b"N" + body
 
 
 # -- decode -------------------------------------------------------------------
@@ -240,7 +258,7 @@ def decode_attrs(body: bytes, expect) -> Any:
 # -- framing (sans-I/O) -----------------------------------------------------
 
 class Frame(typing.NamedTuple):
-    kind: int          # FRAME_GREETING, FRAME_ATTRS or FRAME_RECORD
+    kind: int          # FRAME_GREETING, FRAME_ATTRS, FRAME_RECORD or FRAME_LINES
     body: bytes        # after the kind byte
 
 

@@ -23,8 +23,9 @@ if TYPE_CHECKING:     # asyncio costs ~40 ms to import; blocking clients
     import asyncio    # (sendmail, postdrop) never need it
 
 from pfy.ipc.attr import (
-    FRAME_ATTRS, FRAME_GREETING, FRAME_RECORD, MAX_FRAME, Frame, FrameParser, ProtocolError,
-    decode_attrs, encode_attrs, encode_greeting, encode_record_frame,
+    FRAME_ATTRS, FRAME_GREETING, FRAME_LINES, FRAME_RECORD, MAX_FRAME, REC_LINES, Frame,
+    FrameParser, ProtocolError, decode_attrs, encode_attrs, encode_greeting,
+    encode_lines_frame, encode_record_frame,
 )
 
 __all__ = ["AttrConnection", "AsyncAttrConnection", "REC_END_OF_STREAM"]
@@ -43,6 +44,16 @@ def _check_greeting(frame: Frame, protocol_name: str) -> None:
     got = frame.body.decode("ascii", "replace")
     if got != protocol_name:
         raise ProtocolError(f"unexpected protocol {got!r}, want {protocol_name!r}")
+
+
+def _record_of(frame: Frame) -> tuple[int, bytes]:
+    """(type, payload) of a record frame; a lines frame is (REC_LINES,
+    the lines joined by LF)."""
+    if frame.kind == FRAME_RECORD and frame.body:
+        return frame.body[0], frame.body[1:]
+    if frame.kind == FRAME_LINES:
+        return REC_LINES, frame.body
+    raise ProtocolError(f"expected a record, got frame {chr(frame.kind)!r}")
 
 
 def _attrs_body(frame: Frame, expect):
@@ -91,6 +102,12 @@ class AttrConnection:
         if len(self._out) >= 65536:
             self.flush()
 
+    def send_lines(self, lines: list[bytes]) -> None:
+        """Whole content lines (N records) in one frame; none may hold LF."""
+        self._out += encode_lines_frame(lines)
+        if len(self._out) >= 65536:
+            self.flush()
+
     def end_records(self) -> None:
         """The end-of-stream record that records() stops at."""
         self.send_record(REC_END_OF_STREAM, b"")
@@ -126,10 +143,7 @@ class AttrConnection:
         return self.receive(expect)
 
     def receive_record(self) -> tuple[int, bytes]:
-        frame = self.receive_frame()
-        if frame.kind != FRAME_RECORD or not frame.body:
-            raise ProtocolError(f"expected a record, got frame {chr(frame.kind)!r}")
-        return frame.body[0], frame.body[1:]
+        return _record_of(self.receive_frame())
 
     def records(self, end: int = REC_END_OF_STREAM) -> Iterator[tuple[int, bytes]]:
         """(type, payload) records until the ``end`` record (not yielded)."""
@@ -225,6 +239,9 @@ class AsyncAttrConnection:
     def send_record(self, rtype: int, data: bytes) -> None:
         self._buffer(encode_record_frame(rtype, data))
 
+    def send_lines(self, lines: list[bytes]) -> None:
+        self._buffer(encode_lines_frame(lines))
+
     def end_records(self) -> None:
         self.send_record(REC_END_OF_STREAM, b"")
 
@@ -258,10 +275,7 @@ class AsyncAttrConnection:
         return await self.receive(expect)
 
     async def receive_record(self) -> tuple[int, bytes]:
-        frame = await self.receive_frame()
-        if frame.kind != FRAME_RECORD or not frame.body:
-            raise ProtocolError(f"expected a record, got frame {chr(frame.kind)!r}")
-        return frame.body[0], frame.body[1:]
+        return _record_of(await self.receive_frame())
 
     async def records(self, end: int = REC_END_OF_STREAM) -> AsyncIterator[tuple[int, bytes]]:
         while True:

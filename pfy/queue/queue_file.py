@@ -78,6 +78,20 @@ CONTENT_RECORD_LIMIT = 2048
 _SIZE_FORMAT = b"%15d %15d %15d %15d %15d"   # REC_TYPE_SIZE_FORMAT
 _SIZE_LEN = 79                               # 5 * 15 digits + 4 spaces
 _WARN_FORMAT = b"%15d"                       # REC_TYPE_WARN_FORMAT
+# The type and length bytes of an N record for each payload length below
+# 4096 (content_block() adds each line's in one lookup); built on first use.
+_NORM_HEADS: tuple[bytes, ...] = ()
+_NORM_HEADS_SIZE = 4096
+
+
+def _norm_heads() -> tuple[bytes, ...]:
+    global _NORM_HEADS
+    if not _NORM_HEADS:
+        _NORM_HEADS = tuple(bytes((REC_NORM, n)) if n < 0x80
+                            else bytes((REC_NORM, (n & 0x7F) | 0x80, n >> 7))
+                            for n in range(_NORM_HEADS_SIZE))
+    return _NORM_HEADS
+
 _TEMP_PREFIX = "tmp."
 _temp_counter = itertools.count()
 
@@ -290,6 +304,24 @@ class QueueFileWriter:
     def content_lines(self, lines: Iterable[bytes]) -> None:
         for line in lines:
             self.content_line(line)
+
+    def content_block(self, block: bytes, limit: int = CONTENT_RECORD_LIMIT) -> None:
+        """Lines joined by LF (none ending in it): the same records as
+        content_line() for each, encoded in one pass."""
+        lines = block.split(b"\n")
+        if max(map(len, lines)) > min(limit, _NORM_HEADS_SIZE - 1):
+            for line in lines:
+                self.content_line(line, limit)
+            return
+        self._message_size += len(block) + 1
+        heads = _NORM_HEADS or _norm_heads()
+        parts: list[bytes] = []
+        add = parts.extend
+        for line in lines:
+            add((heads[len(line)], line))
+        self._buf += b"".join(parts)
+        if len(self._buf) >= 65536:
+            self._flush()
 
     def content_record(self, rtype: int, data: bytes) -> None:
         """A content record as received (N or L), e.g. streamed from postdrop."""

@@ -54,11 +54,28 @@ class Dialog:
     def of(self, cls):
         return [e for e in self.events if isinstance(e, cls)]
 
+    def flat_events(self) -> list:
+        """The events with each MessageLines as the MessageLine events it
+        stands for: how many lines come at once depends on the reads."""
+        from pfy.smtp.server import MessageLine, MessageLines
+        out = []
+        for e in self.events:
+            if isinstance(e, MessageLines):
+                out.extend(MessageLine(line, False) for line in e.lines)
+            else:
+                out.append(e)
+        return out
+
     def content(self) -> bytes:
-        from pfy.smtp.server import MessageLine
+        """The content as cleanup gets it: every MessageLine and every
+        line of a MessageLines, in order."""
+        from pfy.smtp.server import MessageLine, MessageLines
         out = b""
-        for e in self.of(MessageLine):
-            out += e.data + (b"" if e.partial else b"\r\n")
+        for e in self.events:
+            if isinstance(e, MessageLine):
+                out += e.data + (b"" if e.partial else b"\r\n")
+            elif isinstance(e, MessageLines):
+                out += b"".join(line + b"\r\n" for line in e.lines)
         return out
 
 

@@ -56,9 +56,11 @@ from .core import STAT_BAD, Cleanup, Settings, status_reply
 
 __all__ = ["main", "settings_from_config", "serve_client"]
 
-# Records handed to the worker thread at a time: enough to amortize the
-# thread hop, small enough that memory does not grow with the message.
+# Records, and bytes, handed to the worker thread at a time: enough to
+# amortize the thread hop, small enough that memory does not grow with the
+# message (a lines frame from smtpd holds up to a read's worth of lines).
 BATCH = 256
+BATCH_BYTES = 256 * 1024
 
 
 def _classes(value) -> frozenset:
@@ -186,13 +188,16 @@ async def serve_client(svc: dict, reader, writer) -> None:
         conn.send(CleanupQueueId(qwriter.queue_id))
         await conn.flush()
         batch = []
+        size = 0
         async for rec in conn.records():
             if rec[0] == REC_MESG:
                 content = True
             batch.append(rec)
-            if len(batch) >= BATCH:
+            size += len(rec[1])
+            if len(batch) >= BATCH or size >= BATCH_BYTES:
                 await loop.run_in_executor(None, feed_all, batch)
                 batch = []
+                size = 0
         batch.append((REC_END, b""))
         await loop.run_in_executor(None, feed_all, batch)
         result = await loop.run_in_executor(None, core.finish)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from pfy.ipc.attr import REC_LINES
 from pfy.message.checks import dsn_reply, parse_action
 from pfy.message.headers import RECIP, RESENT, SENDER, header_info, split_header
 from pfy.message.mime import BODY, PRIMARY, ContentWalker
@@ -630,6 +631,48 @@ class Cleanup:
             self.w.end_content()
             self.stage = "extracted"
 
+    def _bulk_body(self) -> bool:
+        """Whether the next lines are plain body that nothing inspects one
+        by one: the primary headers are over (and their first body line
+        written), no MIME part headers are being read, and body_checks
+        are off or past body_checks_size_limit."""
+        if self.walker.kind != BODY or self._body_started is not True or self.line_parts:
+            return False
+        st = self.st
+        return not (st.body_checks and self.flags & FLAG_FILTER
+                    and self.body_checked < st.body_checks_size_limit)
+
+    def _content_lines(self, block: bytes) -> None:
+        """A run of whole lines (REC_LINES: payloads joined by LF).  Plain
+        body goes to the queue file as a batch; lines that something must
+        see (headers, MIME boundaries while a multipart is open, body
+        checks) take the per-line path, so the result is the same record
+        for record."""
+        data = block + b"\n"               # every line now ends in LF
+        pos, n = 0, len(data)
+        walker = self.walker
+        while pos < n:
+            if not self._bulk_body() or (walker.boundaries and data.startswith(b"--", pos)):
+                nl = data.index(b"\n", pos)
+                self._content(REC_NORM, data[pos:nl])
+                pos = nl + 1
+                continue
+            cut = data.find(b"\n--", pos) if walker.boundaries else -1
+            end = n if cut < 0 else cut + 1
+            self._body_run(data[pos:end - 1])
+            pos = end
+
+    def _body_run(self, run: bytes) -> None:
+        """Plain body lines joined by LF: _body() for each, in one go."""
+        if not self.eight_bit and not run.isascii():
+            self.eight_bit = True
+        self.size += len(run) + 1
+        if self.size > self.st.message_size_limit > 0:
+            self._fail(STAT_SIZE)
+            return
+        if not self.status:
+            self.w.content_block(run, self.st.line_length_limit)
+
     def _body_piece(self, piece: bytes) -> None:
         action = None
         if self.body_checked < self.st.body_checks_size_limit:
@@ -700,10 +743,14 @@ class Cleanup:
                 self._content(REC_XTRA, b"")
             self.stage = "done"
             return
-        if self.stage == "envelope":
+        if rtype == REC_LINES and self.stage != "content":
+            self._fail(STAT_BAD)            # content lines outside the content
+        elif self.stage == "envelope":
             self._envelope(rtype, data)
         elif self.stage == "content":
-            if rtype in (REC_NORM, REC_CONT, REC_XTRA):
+            if rtype == REC_LINES:
+                self._content_lines(data)
+            elif rtype in (REC_NORM, REC_CONT, REC_XTRA):
                 self._content(rtype, data)
             else:
                 self._fail(STAT_BAD)

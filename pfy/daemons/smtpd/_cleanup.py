@@ -101,6 +101,10 @@ class CleanupSession:
     def line(self, data: bytes, partial: bool = False) -> None:
         self.record(REC_CONT if partial else REC_NORM, data)
 
+    def lines(self, lines: list[bytes]) -> None:
+        """Whole lines without CR or LF: one frame for the lot."""
+        self.conn.send_lines(lines)
+
     async def drain(self) -> None:
         """Wait while cleanup is behind, so that a fast client cannot fill
         our memory with its message."""

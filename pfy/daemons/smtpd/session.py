@@ -6,8 +6,8 @@ cleanup session, and answers each decision event the core raises:
 
     read -> conn.receive() -> conn.events() -> decide / act -> write replies
 
-Message content leaves as MessageLine events and goes to cleanup record by
-record, with cleanup's pace imposed on the client (drain), so memory does
+Message content leaves as MessageLine and MessageLines events and goes to
+cleanup as records (a run of whole lines in one frame), with cleanup's pace imposed on the client (drain), so memory does
 not grow with message size. "250 Ok: queued as ID" is sent only after
 cleanup's status reply, which cleanup sends after fsync and rename.
 """
@@ -26,7 +26,8 @@ from pfy.smtp import replies
 from pfy.smtp.replies import Reply
 from pfy.smtp.server import (
     Auth, AuthResponse, DataStart, Disconnect, Etrn, Helo, MailFrom, MessageAborted,
-    MessageEnd, MessageLine, RcptTo, Rejected, Rset, SmtpServer, StartTls, Vrfy, XClient, XForward,
+    MessageEnd, MessageLine, MessageLines, RcptTo, Rejected, Rset, SmtpServer, StartTls, Vrfy,
+    XClient, XForward,
 )
 from pfy.daemons.smtpd._cleanup import CleanupError, CleanupSession
 from pfy.daemons.smtpd.received import received_header
@@ -477,28 +478,46 @@ class Session:
 
     # -- notifications -------------------------------------------------------------------
 
+    def _first_line(self, c, data: bytes, partial: bool) -> None:
+        """smtpd.c: a leading UNIX From_ line becomes X-Mailbox-Line, and
+        content that starts with white space gets an empty record first,
+        so it cannot continue our Received header."""
+        self.first_line = False
+        if data.lstrip(b">").startswith(b"From "):
+            c.line(b"X-Mailbox-Line: " + data, partial)
+            return
+        if data[:1] in (b" ", b"\t"):
+            c.line(b"")
+        c.line(data, partial)
+
+    async def _drain_cleanup(self, c) -> None:
+        try:
+            await c.drain()
+        except CleanupError as err:
+            logger.warning(f"{self.queue_id}: cleanup: {err}")
+            self.cleanup_failed = True
+
     async def notice(self, ev) -> None:
-        if isinstance(ev, MessageLine):
+        if isinstance(ev, MessageLines):
             c = self.cleanup
             if c is None or self.cleanup_failed:
                 return
-            data = ev.data
+            lines = ev.lines
             if self.first_line:
-                self.first_line = False
-                # smtpd.c: a leading UNIX From_ line becomes X-Mailbox-Line,
-                # and content that starts with white space gets an empty
-                # record first, so it cannot continue our Received header.
-                if data.lstrip(b">").startswith(b"From "):
-                    c.line(b"X-Mailbox-Line: " + data, ev.partial)
-                    return
-                if data[:1] in (b" ", b"\t"):
-                    c.line(b"")
-            c.line(data, ev.partial)
-            try:
-                await c.drain()
-            except CleanupError as err:
-                logger.warning(f"{self.queue_id}: cleanup: {err}")
-                self.cleanup_failed = True
+                self._first_line(c, lines[0], False)
+                lines = lines[1:]
+            if lines:
+                c.lines(lines)
+            await self._drain_cleanup(c)
+        elif isinstance(ev, MessageLine):
+            c = self.cleanup
+            if c is None or self.cleanup_failed:
+                return
+            if self.first_line:
+                self._first_line(c, ev.data, ev.partial)
+            else:
+                c.line(ev.data, ev.partial)
+            await self._drain_cleanup(c)
         elif isinstance(ev, MessageAborted):
             if ev.reason == "size":
                 logger.warning(f"{self.queue_id or 'NOQUEUE'}: queue file size limit exceeded")
