@@ -24,7 +24,8 @@ def test_bench_relay_tiny(tmp_path):
     out = tmp_path / "figures.json"
     p = subprocess.run([sys.executable, str(BENCH), "--messages", "20", "--sessions", "4",
                         "--sizes", "4096,102400", "--big-messages", "5",
-                        "--destinations", "3", "--dest-messages", "6", "--json", str(out)],
+                        "--destinations", "3", "--dest-messages", "6", "--warmup", "3",
+                        "--json", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     figures = json.loads(out.read_text())
