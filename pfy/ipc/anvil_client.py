@@ -95,11 +95,10 @@ class AnvilClient:
         async with self._lock:
             for attempt in range(2):
                 try:
-                    if self._conn is None:
-                        self._conn = await asyncio.wait_for(
-                            AsyncAttrConnection.open(self.path, PROTOCOL), self.timeout)
-                    reply = await asyncio.wait_for(
-                        self._conn.request(AnvilRequest(request, ident), AnvilReply), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        if self._conn is None:
+                            self._conn = await AsyncAttrConnection.open(self.path, PROTOCOL)
+                        reply = await self._conn.request(AnvilRequest(request, ident), AnvilReply)
                     return reply if reply.status == STAT_OK else None
                 except (OSError, EOFError, ProtocolError, asyncio.TimeoutError,
                         asyncio.IncompleteReadError, ValueError) as err:

@@ -205,15 +205,16 @@ class AsyncAttrConnection:
                    timeout: float | None = DEFAULT_TIMEOUT) -> "AsyncAttrConnection":
         """Connect to a service socket and check its greeting."""
         import asyncio
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(path, limit=1 << 16), timeout)
-        conn = cls(reader, writer)
-        try:
-            frame = await asyncio.wait_for(conn.receive_frame(), timeout)
-            _check_greeting(frame, protocol_name)
-        except BaseException:
-            writer.close()
-            raise
+        # One timer for connect and greeting (asyncio.timeout; wait_for
+        # would make a task for each await).
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(path, limit=1 << 16)
+            conn = cls(reader, writer)
+            try:
+                _check_greeting(await conn.receive_frame(), protocol_name)
+            except BaseException:
+                writer.close()
+                raise
         return conn
 
     def _buffer(self, frame: bytes) -> None:

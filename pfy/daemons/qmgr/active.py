@@ -569,7 +569,8 @@ class ActiveQueue:
                                               timeout=self.ipc_timeout)
         try:
             conn.send(req)
-            await asyncio.wait_for(conn.flush(), self.ipc_timeout)
+            async with asyncio.timeout(self.ipc_timeout):
+                await conn.flush()
             # No timeout on the reply: the agent enforces its own limits
             # (command_time_limit...), and a dead agent closes the socket.
             reply = await conn.receive(DeliveryReply)

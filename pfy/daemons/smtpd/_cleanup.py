@@ -49,7 +49,8 @@ class CleanupSession:
         except (OSError, EOFError, ProtocolError, asyncio.TimeoutError) as err:
             raise CleanupError(f"connect to {path}: {err}") from None
         try:
-            reply = await asyncio.wait_for(conn.request(CleanupOpen(flags), CleanupQueueId), timeout)
+            async with asyncio.timeout(timeout):
+                reply = await conn.request(CleanupOpen(flags), CleanupQueueId)
         except (OSError, EOFError, ProtocolError, asyncio.TimeoutError) as err:
             conn.close()
             raise CleanupError(f"{path}: {err}") from None

@@ -395,7 +395,10 @@ class Session:
             try:
                 if wait <= 0:
                     raise asyncio.TimeoutError
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), wait)
+                # asyncio.timeout() arms one timer; wait_for() would also
+                # wrap every read in a task of its own.
+                async with asyncio.timeout(wait):
+                    data = await self.reader.read(READ_SIZE)
             except asyncio.TimeoutError:
                 logger.info(f"timeout after {conn.where} from {self.namaddr}")
                 self.disconnect_reason = "timeout"
