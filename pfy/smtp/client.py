@@ -167,7 +167,8 @@ class ReplyParser:
     def _line(self, raw: bytes) -> None:
         line = raw.rstrip(b"\r").decode("utf-8", "replace")
         # Non-printables are the server's, not ours to log (printable()).
-        line = "".join(ch if ch.isprintable() else "?" for ch in line)
+        if not line.isprintable():
+            line = "".join(ch if ch.isprintable() else "?" for ch in line)
         ok = len(line) >= 3 and line[:3].isdigit() and (len(line) == 3 or line[3] in " -")
         if not ok:
             # smtp_chat.c: "ignore garbage" in a reply.

@@ -199,8 +199,13 @@ async def serve_client(svc: dict, reader, writer) -> None:
                 batch = []
                 size = 0
         batch.append((REC_END, b""))
-        await loop.run_in_executor(None, feed_all, batch)
-        result = await loop.run_in_executor(None, core.finish)
+
+        def feed_and_finish():
+            feed_all(batch)
+            return core.finish()
+        # One hop to the worker for the last records and the fsync: most
+        # messages fit in one batch, so this is their only hop.
+        result = await loop.run_in_executor(None, feed_and_finish)
     except (EOFError, ProtocolError, ConnectionError) as err:
         # The client went away or broke the protocol: nothing was promised.
         # smtpd opens a session at the first RCPT and closes it on RSET or
