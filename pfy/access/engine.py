@@ -303,6 +303,14 @@ class AccessPolicy:
         self.mynetworks = NetworkList(c.mynetworks, self._opener,
                                       parent=search.parent_style(c.parent_domain_matches_subdomains, "mynetworks"))
         self.relay_before_rcpt = c.smtpd_relay_before_recipient_restrictions
+        # receive_override_options = no_unknown_recipient_checks (input_transp.c
+        # INPUT_TRANSP_UNKNOWN_RCPT), typically on the re-injection smtpd
+        # after a content filter: smtpd_check.c check_recipient_rcpt_maps()
+        # and check_sender_rcpt_maps() return at once, so nothing rejects an
+        # unknown recipient or sender (see _check_rcpt_maps).  Lower-cased as
+        # pfy.ipc.cleanup_client.input_flags() reads the same parameter.
+        self.unknown_rcpt_checks = "no_unknown_recipient_checks" not in {
+            o.lower() for o in (c.receive_override_options or ())}
         try:
             self.classes: dict[str, list[Step]] = {}
             names = list(c.smtpd_restriction_classes)
@@ -866,8 +874,17 @@ class AccessPolicy:
             self._lookup_fail(ctx, reply_name)
 
     async def _check_rcpt_maps(self, ctx: _Ctx, addr: str, cls: str) -> int:
-        """smtpd_check.c check_rcpt_maps(): unknown users in our domains."""
-        if not addr:
+        """smtpd_check.c check_rcpt_maps(): unknown users in our domains.
+
+        Every unknown-user check comes through here: the implicit
+        smtpd_reject_unlisted_recipient (RCPT, VRFY) and
+        smtpd_reject_unlisted_sender (MAIL), and the explicit
+        reject_unlisted_recipient, check_recipient_maps and
+        reject_unlisted_sender.  With no_unknown_recipient_checks all of
+        them are skipped before the address is even resolved, as Postfix's
+        check_{recipient,sender}_rcpt_maps() do; reject_unverified_* and
+        reject_unknown_*_domain are not affected."""
+        if not addr or not self.unknown_rcpt_checks:
             return DUNNO
         c = self.cfg
         reply = await self._resolve(ctx, ctx.facts.sender or "", addr)

@@ -329,6 +329,93 @@ def test_reject_unlisted_sender(tmp_path):
         "550 5.1.0 <bob@ours.example>: Sender address rejected: User unknown in local recipient table"
 
 
+# receive_override_options = no_unknown_recipient_checks: smtpd_check.c
+# check_recipient_rcpt_maps() and check_sender_rcpt_maps() return 0 at once.
+UNKNOWN_USER_MAPS = dict(
+    local_recipient_maps="inline:{alice=x}",
+    virtual_mailbox_domains="vmb.example", virtual_mailbox_maps="inline:{a@vmb.example=a/}",
+    relay_domains="rel.example", relay_recipient_maps="inline:{a@rel.example=x}",
+    virtual_alias_domains="va.example", virtual_alias_maps="inline:{a@va.example=alice}")
+UNKNOWN_USERS = ["bob@ours.example", "b@vmb.example", "b@rel.example", "b@va.example"]
+
+
+@pytest.mark.parametrize("restrictions", [
+    "",                                                   # the implicit check at the end of RCPT
+    "reject_unlisted_recipient",
+    "check_recipient_maps",
+])
+@pytest.mark.parametrize("to", UNKNOWN_USERS)
+def test_no_unknown_recipient_checks(tmp_path, restrictions, to):
+    (tmp_path / "with").mkdir()
+    (tmp_path / "without").mkdir()
+    params = dict(UNKNOWN_USER_MAPS, smtpd_recipient_restrictions=restrictions)
+    normal = policy(tmp_path / "with", **params)
+    assert text(rcpt(normal, facts(), to)).startswith(f"550 5.1.1 <{to}>: Recipient address rejected: User unknown")
+    override = policy(tmp_path / "without", receive_override_options="no_unknown_recipient_checks", **params)
+    got = text(rcpt(override, facts(), to))
+    assert got is None, f"got {got!r} want None"
+
+
+def test_no_unknown_recipient_checks_vrfy(tmp_path):
+    (tmp_path / "with").mkdir()
+    (tmp_path / "without").mkdir()
+    normal = policy(tmp_path / "with", **UNKNOWN_USER_MAPS)
+    f = facts(sender=None, recipient="bob@ours.example")
+    assert text(asyncio.run(normal.check(Stage.VRFY, f))) == \
+        "550 5.1.1 <bob@ours.example>: Recipient address rejected: User unknown in local recipient table"
+    override = policy(tmp_path / "without", receive_override_options="no_unknown_recipient_checks",
+                      **UNKNOWN_USER_MAPS)
+    f = facts(sender=None, recipient="bob@ours.example")
+    assert asyncio.run(override.check(Stage.VRFY, f)).ok
+
+
+@pytest.mark.parametrize("params", [
+    dict(smtpd_reject_unlisted_sender="yes"),
+    dict(smtpd_sender_restrictions="reject_unlisted_sender"),
+])
+def test_no_unknown_recipient_checks_sender_too(tmp_path, params):
+    """check_sender_rcpt_maps() tests the same INPUT_TRANSP_UNKNOWN_RCPT bit."""
+    p = policy(tmp_path, local_recipient_maps="inline:{alice=x}",
+               receive_override_options="no_address_mappings, no_unknown_recipient_checks", **params)
+    assert rcpt(p, facts(sender="bob@ours.example"), "alice@ours.example").ok
+
+
+def test_no_unknown_recipient_checks_does_not_resolve(tmp_path):
+    """Postfix returns before smtpd_resolve_addr(): trivial-rewrite being
+    away is no 451 when nothing else needs the answer."""
+
+    class DownRewrite:
+        calls = 0
+
+        def resolve(self, sender, addr):
+            DownRewrite.calls += 1
+            raise OSError("private/rewrite: connection refused")
+
+    base = {"mydestination": "ours.example", "myhostname": "mx.ours.example",
+            "mynetworks": "192.0.2.0/24", "local_recipient_maps": "inline:{alice=x}",
+            "compatibility_level": "3.6", "alias_maps": "",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination"}
+    for sub, extra, want in (
+            ("with", "", "451 4.3.0 <bob@ours.example>: Temporary lookup failure"),
+            ("without", "receive_override_options = no_unknown_recipient_checks\n", None)):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "main.cf").write_text(
+            "".join(f"{k} = {v}\n" for k, v in base.items()) + extra)
+        DownRewrite.calls = 0
+        p = AccessPolicy.from_config(load_config(str(tmp_path / sub)), resolver=FakeResolver(),
+                                     rewrite=DownRewrite())
+        got = text(rcpt(p, facts(), "bob@ours.example"))
+        assert got == want, f"{sub}: got {got!r} want {want!r}"
+        assert (DownRewrite.calls == 0) == (want is None)
+
+
+def test_other_receive_override_options_keep_recipient_checks(tmp_path):
+    p = policy(tmp_path, local_recipient_maps="inline:{alice=x}",
+               receive_override_options="no_address_mappings, no_header_body_checks, no_milters")
+    assert text(rcpt(p, facts(), "bob@ours.example")) == \
+        "550 5.1.1 <bob@ours.example>: Recipient address rejected: User unknown in local recipient table"
+
+
 # -- SASL login mismatch ---------------------------------------------------------
 
 def test_sender_login_mismatch(tmp_path):

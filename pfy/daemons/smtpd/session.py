@@ -660,7 +660,10 @@ class Session:
         self._reply(reply)
 
     async def _vrfy(self, ev: Vrfy) -> None:
-        self._reply(None)
+        # smtpd.c vrfy_cmd(): the address goes through smtpd_check_rcpt()
+        # (relay and recipient restrictions, unknown users) before "252".
+        verdict = await self.check("VRFY", recipient=ev.address)
+        self._reply(verdict.reply)
 
     async def _etrn(self, ev: Etrn) -> None:
         verdict = await self.check("ETRN", etrn_domain=ev.domain)
