@@ -76,7 +76,8 @@ def input_flags(receive_override_options, bounce: bool = False) -> int:
     less what receive_override_options turns off (Postfix input_transp.c):
     no_address_mappings (canonical, masquerade, virtual alias, bcc maps),
     no_header_body_checks, no_milters.  no_unknown_recipient_checks is
-    smtpd's own business."""
+    smtpd's own business (pfy.access skips the unlisted recipient and
+    sender checks)."""
     flags = _FLAG_MASK_EXTERNAL | (_FLAG_BOUNCE if bounce else 0)
     opts = {o.lower() for o in (receive_override_options or ())}
     if "no_address_mappings" in opts:
