@@ -80,16 +80,17 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from pfy import log
-from pfy.ipc.attr import ProtocolError
-from pfy.ipc.delivery import (AgentSession, DeliveryReply, DeliveryRequest,
-                              RequestRecipient, read_request, send_reply)
+from pfy.dsn.sys_exits import sys_exits_code, sys_exits_detail
+from pfy.ipc.delivery import (AgentSession, DeliveryReply, DeliveryRequest, RequestRecipient,
+                              deliver_queue_file, serve_request)
 from pfy.mailbox.copy import from_line, quote_822_local
-from pfy.queue.queue_file import CorruptQueueFile, QueueFileReader
+from pfy.mailbox.delivered import delivered_to_set
+from pfy.queue.queue_file import QueueFileReader
 from pfy.queue.record import REC_CONT, REC_NORM
 from pfy.server.lifecycle import Fatal
 
 __all__ = ["main", "PipeAttrs", "parse_attrs", "expand_macros",
-           "expand_argv", "MacroError", "SYS_EXITS", "command_status", "PipeAgent",
+           "expand_argv", "MacroError", "command_status", "PipeAgent",
            "unescape"]
 
 # -- master.cf attributes ---------------------------------------------------------
@@ -440,18 +441,8 @@ def expand_argv(command: list[str], values: MacroValues) -> list[str]:
     return out
 
 
-# -- exit status -> delivery status (Postfix global/sys_exits.c) -----------------
+# -- exit status -> delivery status (Postfix global/sys_exits.c: pfy.dsn.sys_exits) --
 
-SYS_EXITS = {
-    64: ("5.3.0", "command line usage error"), 65: ("5.6.0", "data format error"),
-    66: ("5.3.0", "cannot open input"), 67: ("5.1.1", "user unknown"),
-    68: ("5.1.2", "host name unknown"), 69: ("5.3.0", "service unavailable"),
-    70: ("5.3.0", "internal software error"), 71: ("4.3.0", "system resource problem"),
-    72: ("5.3.0", "critical OS file missing"), 73: ("5.2.0", "can't create user output file"),
-    74: ("5.3.0", "input/output error"), 75: ("4.3.0", "temporary failure"),
-    76: ("5.5.0", "remote error in protocol"), 77: ("5.7.0", "permission denied"),
-    78: ("5.3.5", "local configuration error"),
-}
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 # How much command output goes into the reason (Postfix keeps one line's
 # worth; the reason also ends up in bounce messages and defer logs).
@@ -478,9 +469,9 @@ def command_status(code: int, output: str, command: str) -> tuple[str, str]:
         if dsn[0] == "2":
             dsn = "5" + dsn[1:]        # a failed command is never a success
         return dsn, text or output
-    if code in SYS_EXITS:
-        dsn, text = SYS_EXITS[code]
-        return dsn, text + suffix
+    if sys_exits_code(code):
+        detail = sys_exits_detail(code)
+        return detail.dsn, detail.text + suffix
     return "5.3.0", f'Command died with status {code}: "{command}"{suffix}'
 
 
@@ -624,20 +615,8 @@ class PipeAgent:
             else cfg.command_time_limit
 
     def handle(self, req: DeliveryRequest) -> DeliveryReply:
-        path = os.path.join(self.queue_root, req.queue_name, req.queue_id)
-        try:
-            reader = QueueFileReader(path, writable=True, queue_id=req.queue_id)
-        except OSError as exc:
-            s = AgentSession(req, None, soft_bounce_on=self.cfg.soft_bounce)
-            return s.finish(self.service, f"cannot open queue file: {exc.strerror}")
-        with reader:
-            s = AgentSession(req, reader.fd, soft_bounce_on=self.cfg.soft_bounce)
-            try:
-                self.deliver(s, reader)
-            except CorruptQueueFile as exc:
-                log.warning(f"{req.queue_id}: {exc}")
-                return s.finish(self.service, "queue file format error")
-            return s.finish(self.service)
+        return deliver_queue_file(req, self.queue_root, self.service, self.deliver,
+                                  soft_bounce_on=self.cfg.soft_bounce)
 
     def _all(self, s: AgentSession, dsn: str, reason: str) -> None:
         for rcpt in s.request.recipients:
@@ -669,14 +648,9 @@ class PipeAgent:
                 return self._all(s, "4.3.5", "mail system configuration error")
         if attrs.size_limit and req.data_size > attrs.size_limit:
             return self._all(s, "5.2.3", "message too large")
-        if "D" in attrs.flags:
-            target = rcpts[0].address.lower()
-            for n, line in enumerate(reader.content_lines()):
-                if not line or n > 10000:
-                    break
-                if line[:13].lower() == b"delivered-to:" and \
-                        line[13:].strip().decode("utf-8", "replace").lower() == target:
-                    return self._all(s, "5.4.6", f"mail forwarding loop for {rcpts[0].address}")
+        if "D" in attrs.flags and \
+                rcpts[0].address.lower() in delivered_to_set(reader.content_lines()):
+            return self._all(s, "5.4.6", f"mail forwarding loop for {rcpts[0].address}")
         values = MacroValues(message_values(req, attrs), [
             recipient_values(r.address, r.orig_rcpt, attrs.flags, self.cfg.recipient_delimiter)
             for r in rcpts])
@@ -747,16 +721,13 @@ def setup(ctx) -> None:
 
 
 def serve_one(ctx, sock) -> None:
-    try:
-        req = read_request(sock, timeout=ctx.cfg.ipc_timeout)
-    except (ProtocolError, OSError, ValueError) as exc:
-        log.warning(f"delivery request: {exc}")
-        return
-    if "error" in ctx.data:
-        raise Fatal(ctx.data["error"])
-    agent: PipeAgent = ctx.data["agent"]
-    agent.queue_root = ctx.queue_directory
-    send_reply(sock, agent.handle(req))
+    def handle(req: DeliveryRequest) -> DeliveryReply:
+        if "error" in ctx.data:
+            raise Fatal(ctx.data["error"])      # after reading: see setup()
+        agent: PipeAgent = ctx.data["agent"]
+        agent.queue_root = ctx.queue_directory
+        return agent.handle(req)
+    serve_request(sock, handle, timeout=ctx.cfg.ipc_timeout)
 
 
 def main() -> None:

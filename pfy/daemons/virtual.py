@@ -69,21 +69,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pfy import log
-from pfy.ipc.attr import ProtocolError
-from pfy.ipc.delivery import (AgentSession, DeliveryReply, DeliveryRequest,
-                              RequestRecipient, read_request, send_reply)
-from pfy.mailbox import CopyOptions, LockSettings, MailboxError, deliver_maildir, deliver_mbox
-from pfy.queue.queue_file import CorruptQueueFile, QueueFileReader
+from pfy.ipc.delivery import (AgentSession, DeliveryReply, DeliveryRequest, RequestRecipient,
+                              deliver_each, deliver_queue_file, serve_request)
+from pfy.mailbox import (CopyOptions, LockSettings, MailboxError, deliver_maildir, deliver_mbox,
+                         delivered_to_set)
+from pfy.queue.queue_file import QueueFileReader
 from pfy.server.lifecycle import Fatal
 from pfy.tables import TableError, TableTempFail, open_tables
 from pfy.tables.search import virtual_lookup
 
-__all__ = ["main", "VirtualAgent", "PathRefused", "mailbox_location", "delivered_to_set"]
+__all__ = ["main", "VirtualAgent", "PathRefused", "mailbox_location"]
 
 CONFIG_ERROR = ("4.3.5", "mail system configuration error")   # virtual/mailbox.c
-# A message header section larger than this is not scanned further for
-# Delivered-To (Postfix delivered_hdr.c stops at the first non-header too).
-_MAX_HEADER_LINES = 10000
 
 
 class PathRefused(Exception):
@@ -118,17 +115,6 @@ def mailbox_location(base: str, result: str) -> Location:
         if p in (".", ".."):
             raise PathRefused(f'mailbox path has a "{p}" component')
     return Location(base or "/", parts, maildir)
-
-
-def delivered_to_set(lines) -> set[str]:
-    """Lower-cased Delivered-To values in the header section (loop check)."""
-    found: set[str] = set()
-    for n, line in enumerate(lines):
-        if not line or n > _MAX_HEADER_LINES:
-            break
-        if line[:13].lower() == b"delivered-to:":
-            found.add(line[13:].strip().decode("utf-8", "replace").lower())
-    return found
 
 
 def _open_dir(name: str, dir_fd: int, create: bool) -> int:
@@ -248,27 +234,14 @@ class VirtualAgent:
         self.locks = LockSettings.from_config(cfg, "virtual_mailbox_lock")
 
     def handle(self, req: DeliveryRequest) -> DeliveryReply:
-        path = os.path.join(self.queue_root, req.queue_name, req.queue_id)
-        try:
-            reader = QueueFileReader(path, writable=True, queue_id=req.queue_id)
-        except OSError as exc:
-            session = AgentSession(req, None, soft_bounce_on=self.cfg.soft_bounce)
-            return session.finish(self.service, f"cannot open queue file: {exc.strerror}")
-        with reader:
-            session = AgentSession(req, reader.fd, soft_bounce_on=self.cfg.soft_bounce)
-            try:
-                seen = delivered_to_set(reader.content_lines())
-            except CorruptQueueFile as exc:
-                log.warning(f"{req.queue_id}: {exc}")
-                return session.finish(self.service, "queue file format error")
-            for rcpt in req.recipients:
-                try:
-                    self.deliver_recipient(session, reader, rcpt, seen)
-                except Exception as exc:   # noqa: BLE001 - defer, never lose
-                    log.warning(f"{req.queue_id}: delivery to {rcpt.address} failed: {exc!r}")
-                    if not session.reported(rcpt):
-                        session.defer(rcpt, "4.3.0", "mail system error", self.service)
-            return session.finish(self.service)
+        return deliver_queue_file(req, self.queue_root, self.service, self._deliver,
+                                  soft_bounce_on=self.cfg.soft_bounce)
+
+    def _deliver(self, s: AgentSession, reader: QueueFileReader) -> None:
+        # Read once for all recipients; a corrupt header defers them all.
+        seen = delivered_to_set(reader.content_lines())
+        deliver_each(s, self.service,
+                     lambda rcpt: self.deliver_recipient(s, reader, rcpt, seen))
 
     def _find(self, table: str, key: str):
         return virtual_lookup(self.maps[table], key, self.cfg.recipient_delimiter)
@@ -367,12 +340,7 @@ def setup(ctx) -> None:
 def serve_one(ctx, sock) -> None:
     agent: VirtualAgent = ctx.data["agent"]
     agent.queue_root = ctx.queue_directory
-    try:
-        req = read_request(sock, timeout=ctx.cfg.ipc_timeout)
-    except (ProtocolError, OSError, ValueError) as exc:
-        log.warning(f"delivery request: {exc}")
-        return
-    send_reply(sock, agent.handle(req))
+    serve_request(sock, agent.handle, timeout=ctx.cfg.ipc_timeout)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
     pfy.dsn.logfile     the bounce/defer/trace logfile format (StatusRecord)
     pfy.dsn.templates   Postfix's bounce templates and bounce(5) files
     pfy.dsn.report      composing a multipart/report, streamed into cleanup
+    pfy.dsn.sys_exits   sysexits.h exit status -> DSN status and text (local, pipe)
 
 The bounce(8) daemon (pfy.daemons.bounce) puts them together; qmgr and
 the delivery agents reach it through pfy.ipc.bounce_client.

@@ -49,6 +49,7 @@ from pfy.ipc.attr import (FRAME_ATTRS, FRAME_GREETING, FrameParser, ProtocolErro
 # Imported at load, not on first use: chrooted agents (discard, error...)
 # cannot import anything once the jail hides the package.
 import pfy.log as _log
+from pfy.queue.queue_file import CorruptQueueFile, QueueFileReader
 from pfy.queue.queue_file import mark_done as _mark_done
 
 __all__ = [
@@ -57,8 +58,8 @@ __all__ = [
     "DEL_REQ_FLAG_VERIFY", "DEL_REQ_FLAG_EXPAND", "DEL_REQ_FLAG_RECORD",
     "DEL_REQ_FLAG_MTA_VRFY", "DEL_REQ_FLAG_USR_VRFY", "trace_only",
     "DELIVERABLE", "UNDELIVERABLE", "DSN_PASSED", "VERIFY_AGENTS",
-    "Delays", "soft_bounce", "read_request", "send_reply",
-    "request_nowait", "AgentSession",
+    "Delays", "soft_bounce", "read_request", "send_reply", "serve_request",
+    "request_nowait", "AgentSession", "deliver_queue_file", "deliver_each",
 ]
 
 PROTOCOL = "delivery_protocol"
@@ -258,6 +259,19 @@ def send_reply(sock: socket.socket, reply: DeliveryReply) -> None:
     sock.sendall(encode_attrs(reply))
 
 
+def serve_request(sock: socket.socket, handle: Callable[[DeliveryRequest], DeliveryReply],
+                  timeout: float = 60.0) -> None:
+    """One qmgr connection to a blocking agent: read_request(), then
+    send_reply(handle(request)).  A broken request is logged ("delivery
+    request: REASON") and the connection dropped: qmgr defers the mail."""
+    try:
+        req = read_request(sock, timeout=timeout)
+    except (ProtocolError, OSError, ValueError) as exc:
+        _log.warning(f"delivery request: {exc}")
+        return
+    send_reply(sock, handle(req))
+
+
 class AgentSession:
     """What a delivery agent's handler gets: the request and the reporters.
 
@@ -354,6 +368,48 @@ class AgentSession:
         dsn, why = self.throttle or ("", "")
         return DeliveryReply(dsn, why, [self._results[r.offset] for r in self.request.recipients
                                         if r.offset in self._results])
+
+
+def deliver_queue_file(req: DeliveryRequest, queue_root: str, relay: str,
+                       deliver: Callable[[AgentSession, QueueFileReader], None], *,
+                       soft_bounce_on: bool = False) -> DeliveryReply:
+    """An agent's handle() around its own work (in Postfix, deliver_request
+    opens the queue file for every agent): open the request's queue file
+    below queue_root for done marks, let deliver(session, reader) report
+    the recipients, and build the reply.  A file that cannot be opened
+    defers every recipient, "cannot open queue file: REASON"; a
+    CorruptQueueFile out of deliver() is logged and defers the recipients
+    not yet reported, "queue file format error"."""
+    path = os.path.join(queue_root, req.queue_name, req.queue_id)
+    try:
+        reader = QueueFileReader(path, writable=True, queue_id=req.queue_id)
+    except OSError as exc:
+        session = AgentSession(req, None, soft_bounce_on=soft_bounce_on)
+        return session.finish(relay, f"cannot open queue file: {exc.strerror}")
+    with reader:
+        session = AgentSession(req, reader.fd, soft_bounce_on=soft_bounce_on)
+        try:
+            deliver(session, reader)
+        except CorruptQueueFile as exc:
+            _log.warning(f"{req.queue_id}: {exc}")
+            return session.finish(relay, "queue file format error")
+        return session.finish(relay)
+
+
+def deliver_each(session: AgentSession, relay: str,
+                 deliver_one: Callable[[RequestRecipient], None]) -> None:
+    """deliver_one(rcpt) for every recipient of the request, one at a time.
+    An exception out of one recipient's delivery is logged and defers that
+    recipient, "mail system error" (unless it was reported already); the
+    others still go: a bug must not lose mail, nor stop the rest."""
+    for rcpt in session.request.recipients:
+        try:
+            deliver_one(rcpt)
+        except Exception as exc:   # noqa: BLE001 - defer, never lose
+            _log.warning(f"{session.request.queue_id}: delivery to {rcpt.address} "
+                         f"failed: {exc!r}")
+            if not session.reported(rcpt):
+                session.defer(rcpt, "4.3.0", "mail system error", relay)
 
 
 # -- the qmgr side (sans-I/O pieces; the asyncio driver lives in qmgr) ---------

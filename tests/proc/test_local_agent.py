@@ -1,31 +1,21 @@
 """local's delivery logic fed a delivery request over a socketpair."""
 
 import os
-import socket
-import threading
+import sys
 
 import pytest
 
-from pfy.config import load_config
-from pfy.daemons.local.agent import LocalAgent, User, split_extension
-from pfy.ipc.channel import AttrConnection
-from pfy.ipc.delivery import (PROTOCOL, ClientInfo, DeliveryReply, DeliveryRequest,
-                              RequestRecipient, read_request, send_reply)
-from pfy.queue.directory import Queue
-from pfy.queue.queue_file import QueueFileReader
+sys.path.insert(0, os.path.dirname(__file__))
+from delivery_setup import (corrupt_content, enqueue, make_cfg, make_queue,  # noqa: E402
+                            over_socketpair, request_for)
 
-
-def make_cfg(tmp_path, **params):
-    (tmp_path / "etc").mkdir(exist_ok=True)
-    (tmp_path / "etc" / "main.cf").write_text(
-        "".join(f"{k} = {v}\n" for k, v in params.items()))
-    return load_config(str(tmp_path / "etc"))
+from pfy.daemons.local.agent import LocalAgent, User, split_extension  # noqa: E402
+from pfy.queue.queue_file import QueueFileReader  # noqa: E402
 
 
 @pytest.fixture
 def env(tmp_path):
-    queue = Queue(str(tmp_path / "q"), fsync=False)
-    queue.make_dirs()
+    queue = make_queue(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
     me = User("alice", os.geteuid(), os.getegid(), str(home), "/bin/sh")
@@ -33,47 +23,7 @@ def env(tmp_path):
 
 
 def submit(queue, rcpts, body=(b"From the start", b"hello")):
-    with queue.create("incoming") as w:
-        w.time()
-        w.sender("bob@remote.example")
-        for r in rcpts:
-            w.recipient(r, orig_rcpt=r.upper())
-        w.begin_content()
-        w.content_line(b"Subject: t")
-        w.content_line(b"")
-        for line in body:
-            w.content_line(line)
-        w.end_content()
-        qid = w.commit()
-    entry = queue.move(queue.entry("incoming", qid), "active")
-    with QueueFileReader(entry.path) as r:
-        envl = r.read_envelope()
-    return qid, envl
-
-
-def request_for(qid, envl, rcpts=None):
-    rs = [RequestRecipient(r.address, r.orig_rcpt, r.offset) for r in envl.recipients
-          if rcpts is None or r.address in rcpts]
-    return DeliveryRequest(0, "active", qid, envl.data_offset, envl.content_size, "host",
-                           "", 0, envl.sender, "", 0, envl.arrival_time, envl.arrival_time,
-                           ClientInfo(), rs)
-
-
-def over_socketpair(agent, req):
-    """qmgr's side on one end, the agent's read_request/send_reply on the other."""
-    a, b = socket.socketpair()
-    def serve():
-        with b:
-            send_reply(b, agent.handle(read_request(b)))
-    t = threading.Thread(target=serve)
-    t.start()
-    conn = AttrConnection(a)
-    frame = conn.receive_frame()
-    assert frame.body == PROTOCOL.encode()
-    reply = conn.request(req, DeliveryReply)
-    t.join()
-    a.close()
-    return reply
+    return enqueue(queue, rcpts, orig_rcpt=str.upper, body=body)
 
 
 def agent_for(cfg, queue, me, **kw):
@@ -189,21 +139,27 @@ def test_forwarding_loop_bounces_546(env):
     # to: the Delivered-To header stops the loop (local(8), 5.4.6).
     queue, me, tmp = env
     cfg = make_cfg(tmp, home_mailbox="Maildir/", luser_relay="ghost@host")
-    with queue.create("incoming") as w:
-        w.time()
-        w.sender("bob@remote.example")
-        w.recipient("ghost@host")
-        w.begin_content()
-        for line in (b"Delivered-To: Ghost@host", b"Subject: t", b"", b"x"):
-            w.content_line(line)
-        w.end_content()
-        qid = w.commit()
-    entry = queue.move(queue.entry("incoming", qid), "active")
-    with QueueFileReader(entry.path) as r:
-        envl = r.read_envelope()
+    qid, envl = enqueue(queue, ["ghost@host"], orig_rcpt=lambda r: "",
+                        headers=(b"Delivered-To: Ghost@host", b"Subject: t"), body=(b"x",))
     (res,) = over_socketpair(agent_for(cfg, queue, me), request_for(qid, envl)).results
     assert (res.status, res.dsn) == ("bounced", "5.4.6")
     assert res.reason == "mail forwarding loop for ghost@host"
+
+
+def test_queue_file_trouble_defers(env):
+    # Content that cannot be read defers the recipient (the loop check is
+    # the first to read it); a queue file that cannot be opened, all.
+    queue, me, tmp = env
+    cfg = make_cfg(tmp, home_mailbox="Maildir/")
+    qid, envl = submit(queue, ["alice@host"])
+    req = request_for(qid, envl)
+    corrupt_content(queue, req)
+    (res,) = over_socketpair(agent_for(cfg, queue, me), req).results
+    assert (res.status, res.dsn, res.reason) == ("deferred", "4.3.0", "mail system error")
+    os.unlink(queue.path("active", qid))
+    (res,) = over_socketpair(agent_for(cfg, queue, me), req).results
+    assert (res.status, res.dsn, res.reason) == (
+        "deferred", "4.3.0", "cannot open queue file: No such file or directory")
 
 
 def test_expand_local_variables():

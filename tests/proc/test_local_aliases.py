@@ -12,12 +12,11 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_local_agent import make_cfg, over_socketpair, request_for, submit  # noqa: E402
+from delivery_setup import enqueue, make_cfg, make_queue, over_socketpair, request_for  # noqa: E402
+from test_local_agent import submit  # noqa: E402
 
 from pfy.daemons.local.agent import LocalAgent, User  # noqa: E402
 from pfy.daemons.local.expand import expand_forward_path, split_targets  # noqa: E402
-from pfy.queue.directory import Queue  # noqa: E402
-from pfy.queue.queue_file import QueueFileReader  # noqa: E402
 from pfy.tables import open_table  # noqa: E402
 
 UID = 4242 if os.geteuid() == 0 else os.geteuid()
@@ -25,8 +24,7 @@ UID = 4242 if os.geteuid() == 0 else os.geteuid()
 
 @pytest.fixture
 def env(tmp_path):
-    queue = Queue(str(tmp_path / "q"), fsync=False)
-    queue.make_dirs()
+    queue = make_queue(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
     alice = User("alice", UID, os.getegid(), str(home), "/bin/sh")
@@ -59,22 +57,7 @@ def agent(tmp, queue, alice, aliases: str, forwarded=None, **params):
 
 def run(a, queue, rcpts, body=(b"hello",), headers=()):
     if headers:
-        with queue.create("incoming") as w:
-            w.time()
-            w.sender("bob@remote.example")
-            for r in rcpts:
-                w.recipient(r, orig_rcpt=r)
-            w.begin_content()
-            for h in headers:
-                w.content_line(h)
-            w.content_line(b"")
-            for line in body:
-                w.content_line(line)
-            w.end_content()
-            qid = w.commit()
-        entry = queue.move(queue.entry("incoming", qid), "active")
-        with QueueFileReader(entry.path) as r:
-            envl = r.read_envelope()
+        qid, envl = enqueue(queue, rcpts, headers=headers, body=body)
     else:
         qid, envl = submit(queue, rcpts, body)
     return over_socketpair(a, request_for(qid, envl)).results

@@ -9,8 +9,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+from delivery_setup import over_socketpair, request_for  # noqa: E402
 from test_local_aliases import agent, env  # noqa: E402,F401
-from test_local_agent import over_socketpair, request_for, submit  # noqa: E402
+from test_local_agent import submit  # noqa: E402
 
 from pfy.ipc.delivery import (DEL_REQ_FLAG_USR_VRFY, DELIVERABLE, UNDELIVERABLE,  # noqa: E402
                               VERIFY_AGENTS)

@@ -14,22 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from pfy.config import load_config
-from pfy.daemons.pipe import PipeAgent, parse_attrs
-from pfy.ipc.channel import AttrConnection
-from pfy.ipc.delivery import (PROTOCOL, ClientInfo, DeliveryReply, DeliveryRequest,
-                              RequestRecipient)
-from pfy.queue.directory import Queue
-from pfy.queue.queue_file import QueueFileReader
-from pfy.server.testing import start_daemon, unix_listener
+sys.path.insert(0, os.path.dirname(__file__))
+import delivery_setup  # noqa: E402
+from delivery_setup import (corrupt_content, enqueue, make_queue,  # noqa: E402
+                            make_traversable, request_for)
+
+from pfy.daemons.pipe import PipeAgent, parse_attrs  # noqa: E402
+from pfy.ipc.channel import AttrConnection  # noqa: E402
+from pfy.ipc.delivery import PROTOCOL, ClientInfo, DeliveryReply, DeliveryRequest  # noqa: E402
+from pfy.queue.queue_file import QueueFileReader  # noqa: E402
+from pfy.server.testing import start_daemon, unix_listener  # noqa: E402
 
 
 def make_cfg(tmp_path: Path, **params):
-    etc = tmp_path / "etc"
-    etc.mkdir(exist_ok=True)
     params.setdefault("queue_directory", str(tmp_path / "q"))
-    (etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in params.items()))
-    return load_config(str(etc))
+    return delivery_setup.make_cfg(tmp_path, **params)
 
 
 # The commands run as user= (nobody when root): the system's python3, not
@@ -37,57 +36,29 @@ def make_cfg(tmp_path: Path, **params):
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
-def _make_traversable(path: Path) -> None:
-    """user= must reach the scripts: pytest's /tmp/pytest-of-root is 0700."""
-    os.chmod(path, 0o755)
-    for parent in path.parents:
-        if str(parent) in ("/", "/tmp"):
-            break
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(parent, (mode & 0o7777) | 0o011)
-
-
 def script(tmp_path: Path, name: str, body: str) -> str:
     """An executable Python script in tmp_path."""
     p = tmp_path / name
     p.write_text(f"#!{PYTHON}\n" + textwrap.dedent(body))
     p.chmod(0o755)
-    _make_traversable(tmp_path)
+    make_traversable(tmp_path)             # user= must reach the scripts
     return str(p)
 
 
 @pytest.fixture
 def queue(tmp_path):
-    q = Queue(str(tmp_path / "q"), fsync=False)
-    q.make_dirs()
-    return q
+    return make_queue(tmp_path)
+
+
+CLIENT = ClientInfo(name="mx.example", addr="192.0.2.7", port="4711", helo="helo.example",
+                    proto="ESMTP", sasl_method="PLAIN", sasl_username="sam")
 
 
 def submit(queue, rcpts, sender="s@remote.example", headers=(b"Subject: t",),
            body=(b"hello", b".dot", b"From x")):
-    with queue.create("incoming") as w:
-        w.time()
-        w.sender(sender)
-        for r in rcpts:
-            w.recipient(r, orig_rcpt="orig-" + r)
-        w.begin_content()
-        for h in headers:
-            w.content_line(h)
-        w.content_line(b"")
-        for line in body:
-            w.content_line(line)
-        w.end_content()
-        qid = w.commit()
-    entry = queue.move(queue.entry("incoming", qid), "active")
-    with QueueFileReader(entry.path) as r:
-        env = r.read_envelope()
-    rs = [RequestRecipient(x.address, x.orig_rcpt, x.offset) for x in env.recipients]
-    client = ClientInfo(name="mx.example", addr="192.0.2.7", port="4711", helo="helo.example",
-                        proto="ESMTP", sasl_method="PLAIN", sasl_username="sam")
-    return DeliveryRequest(0, "active", qid, env.data_offset, env.content_size, "Next.Example",
-                           "", 0, env.sender, "", 0, env.arrival_time, env.arrival_time,
-                           client, rs)
+    qid, envl = enqueue(queue, rcpts, sender=sender, orig_rcpt=lambda r: "orig-" + r,
+                        headers=headers, body=body)
+    return request_for(qid, envl, nexthop="Next.Example", client=CLIENT)
 
 
 def me() -> str:
@@ -233,7 +204,7 @@ def test_command_that_does_not_read_stdin(tmp_path, queue):
 
 
 def test_missing_command_defers(tmp_path, queue):
-    _make_traversable(tmp_path)
+    make_traversable(tmp_path)
     a = agent(tmp_path, [f"user={me()}", f"argv={tmp_path}/no-such-command"])
     (r,) = a.handle(submit(queue, ["u@x"])).results
     assert r.status == "deferred" and "No such file" in r.reason
@@ -251,6 +222,21 @@ def test_d_flag_loop_and_multi_recipient_checks(tmp_path, queue):
     assert (r.status, r.dsn) == ("bounced", "5.4.6")
     rs = a.handle(submit(queue, ["u@x", "v@x"])).results
     assert {(r.status, r.dsn) for r in rs} == {("deferred", "4.3.5")}
+
+
+def test_queue_file_trouble_defers(tmp_path, queue, capsys):
+    # Content that cannot be read (here by the D flag's loop check) defers
+    # every recipient; so does a queue file that cannot be opened.
+    a = agent(tmp_path, [f"user={me()}", "flags=D", "argv=/bin/cat"])
+    req = submit(queue, ["u@x"])
+    corrupt_content(queue, req)
+    (r,) = a.handle(req).results
+    assert (r.status, r.dsn, r.reason) == ("deferred", "4.3.0", "queue file format error")
+    assert f"{req.queue_id}: " in capsys.readouterr().err
+    os.unlink(queue.path("active", req.queue_id))
+    (r,) = a.handle(req).results
+    assert (r.status, r.dsn, r.reason) == (
+        "deferred", "4.3.0", "cannot open queue file: No such file or directory")
 
 
 def test_unknown_macro_defers(tmp_path, queue):

@@ -8,50 +8,29 @@ errors, and every way a table result could leave virtual_mailbox_base.
 from __future__ import annotations
 
 import os
-import socket
-import threading
+import sys
 from pathlib import Path
 
 import pytest
 
-from pfy.config import load_config
-from pfy.daemons.virtual import PathRefused, VirtualAgent, delivered_to_set, mailbox_location
-from pfy.ipc.channel import AttrConnection
-from pfy.ipc.delivery import (PROTOCOL, ClientInfo, DeliveryReply, DeliveryRequest,
-                              RequestRecipient, read_request, send_reply)
-from pfy.queue.directory import Queue
-from pfy.queue.queue_file import QueueFileReader
+sys.path.insert(0, os.path.dirname(__file__))
+from delivery_setup import (corrupt_content, enqueue, make_cfg, make_queue,  # noqa: E402
+                            make_traversable, over_socketpair, request_for)
+
+from pfy.daemons.virtual import PathRefused, VirtualAgent, mailbox_location  # noqa: E402
+from pfy.mailbox import delivered_to_set  # noqa: E402
+from pfy.queue.queue_file import QueueFileReader  # noqa: E402
 
 UID = os.geteuid() if os.geteuid() else 4242
 GID = os.getegid() if os.geteuid() else 4242
 
 
-def _make_traversable(path: Path) -> None:
-    """The mapped uid must reach virtual_mailbox_base: pytest's
-    /tmp/pytest-of-root is 0700.  Adds only o+x on the parents."""
-    os.chmod(path, 0o755)
-    for parent in path.parents:
-        if str(parent) in ("/", "/tmp"):
-            break
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(parent, (mode & 0o7777) | 0o011)
-
-
-def make_cfg(tmp_path: Path, **params) -> object:
-    etc = tmp_path / "etc"
-    etc.mkdir(exist_ok=True)
-    (etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in params.items()))
-    return load_config(str(etc))
-
-
 @pytest.fixture
 def world(tmp_path):
-    queue = Queue(str(tmp_path / "q"), fsync=False)
-    queue.make_dirs()
+    queue = make_queue(tmp_path)
     base = tmp_path / "vmail"
     base.mkdir()
-    _make_traversable(tmp_path)
+    make_traversable(tmp_path)
     if os.geteuid() == 0:
         os.chown(base, UID, GID)
     (tmp_path / "vmailbox").write_text(
@@ -73,26 +52,9 @@ def world(tmp_path):
 
 
 def submit(queue, rcpts, headers=(b"Subject: t",), body=(b"From the start", b"hello")):
-    with queue.create("incoming") as w:
-        w.time()
-        w.sender("sender@remote.example")
-        for r in rcpts:
-            w.recipient(r, orig_rcpt=r)
-        w.begin_content()
-        for h in headers:
-            w.content_line(h)
-        w.content_line(b"")
-        for line in body:
-            w.content_line(line)
-        w.end_content()
-        qid = w.commit()
-    entry = queue.move(queue.entry("incoming", qid), "active")
-    with QueueFileReader(entry.path) as r:
-        env = r.read_envelope()
-    rs = [RequestRecipient(x.address, x.orig_rcpt, x.offset) for x in env.recipients]
-    return DeliveryRequest(0, "active", qid, env.data_offset, env.content_size, "v.example",
-                           "", 0, env.sender, "", 0, env.arrival_time, env.arrival_time,
-                           ClientInfo(), rs)
+    qid, envl = enqueue(queue, rcpts, sender="sender@remote.example", headers=headers,
+                        body=body)
+    return request_for(qid, envl, nexthop="v.example")
 
 
 def deliver(world, rcpts, **kw):
@@ -247,17 +209,23 @@ def test_over_the_delivery_protocol(world):
     """The agent answers qmgr's request on a socket as the daemon does."""
     queue, base, cfg, tmp = world
     agent = VirtualAgent(cfg, str(tmp / "q"))
-    req = submit(queue, ["alice@v.example"])
-    a, b = socket.socketpair()
-
-    def serve():
-        with b:
-            send_reply(b, agent.handle(read_request(b)))
-    t = threading.Thread(target=serve)
-    t.start()
-    conn = AttrConnection(a)
-    assert conn.receive_frame().body == PROTOCOL.encode()
-    reply = conn.request(req, DeliveryReply)
-    t.join()
-    a.close()
+    reply = over_socketpair(agent, submit(queue, ["alice@v.example"]))
     assert [r.status for r in reply.results] == ["sent"]
+
+
+def test_queue_file_trouble_defers(world, capsys):
+    # Content that cannot be read defers every recipient before any is
+    # tried; a queue file that cannot be opened, too.
+    queue, base, cfg, tmp = world
+    agent = VirtualAgent(cfg, str(tmp / "q"))
+    req = submit(queue, ["alice@v.example", "bob@v.example"])
+    corrupt_content(queue, req)
+    reply = agent.handle(req)
+    assert [(r.status, r.dsn, r.reason) for r in reply.results] == [
+        ("deferred", "4.3.0", "queue file format error")] * 2
+    assert f"{req.queue_id}: " in capsys.readouterr().err
+    os.unlink(queue.path("active", req.queue_id))
+    reply = agent.handle(req)
+    assert [(r.status, r.dsn, r.reason) for r in reply.results] == [
+        ("deferred", "4.3.0", "cannot open queue file: No such file or directory")] * 2
+    assert list(base.iterdir()) == []
