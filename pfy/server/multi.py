@@ -19,6 +19,11 @@ Blocking work (fsync, per-user deliveries) belongs in
 `await ctx.loop.run_in_executor(None, fn)`, never on the loop itself.
 On master going away (or reload) the process accepts no more and exits when
 its last client is done.
+
+`-S` (stand-alone, as `smtpd -S` behind `sendmail -bs`): one session on
+fds 0 and 1, whatever they are (pipes, a terminal, regular files, /dev/null:
+pfy.server._stdio); the process exits when it ends, once everything written
+has reached fd 1, and with a fatal error if fd 0 or 1 failed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import socket
 from typing import Awaitable, Callable
 
 from pfy.server import master_proto
+from pfy.server._stdio import StdioBridge
 from pfy.server.lifecycle import (Fatal, Lifecycle, ServerContext, _die, fd_kind,
                                   is_client_error, warn_client)
 
@@ -77,16 +83,25 @@ class _Multi(Lifecycle):
             self.ctx.loop.remove_reader(s.fileno())
 
     async def _standalone(self) -> None:
-        loop = self.ctx.loop
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                     open(0, "rb", buffering=0, closefd=False))
-        transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, open(1, "wb", buffering=0, closefd=False))
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        # fds 0 and 1 may be anything (a file, /dev/null): see _stdio.  An
+        # error here must end the process, not die unseen in this task.
+        ctx = self.ctx
+        try:
+            bridge = StdioBridge(ctx)
+            reader, writer = await asyncio.open_connection(sock=bridge.sock)
+        except BaseException as exc:   # noqa: BLE001 - fatal or panic
+            _die(ctx, exc)
         await self._session(reader, writer)
-        self.ctx.stopping = True
-        loop.stop()
+        try:
+            await writer.wait_closed()      # asyncio's buffer is in the socket
+        except Exception:   # noqa: BLE001 - the session has had its say
+            pass
+        ctx.stopping = True
+        try:
+            bridge.close()                  # and from there on fd 1
+        except Fatal as exc:
+            _die(ctx, exc)
+        ctx.loop.stop()
 
     def _on_accept(self, lsock: socket.socket) -> None:
         if self.ctx.stopping:

@@ -14,10 +14,12 @@ client towards max_use. Master starts more processes (up to maxproc) while
 connections wait and none is idle. A handler may block: timers and the
 master-gone check run between clients.
 
-`-S` (stand-alone, as `smtpd -S` behind `sendmail -bs`): one session on
-stdin/stdout, passed to the handler as a socket when fd 0 is one, else as a
-socketpair end bridged to fds 0 and 1 is NOT done: the handler gets
-ctx.data["stdio"] = (0, 1) and sock=None.
+`-S` (stand-alone, as `showq -S` behind postqueue): one session on
+stdin/stdout, passed to the handler as a socket when fd 0 is one; else the
+handler gets sock=None and ctx.data["stdio"] = (0, 1), and does its own
+blocking I/O on them, which works whatever they are (pipe, terminal,
+regular file).  XXX pfy.server._stdio.StdioBridge could hand it a socket
+on any fds 0 and 1, as multi does; no single daemon needs that yet.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import time
 from typing import Callable
 
 from pfy.server import master_proto
+from pfy.server._stdio import read_fd
 from pfy.server.lifecycle import (Fatal, Lifecycle, ServerContext, _die, fd_kind)
 
 __all__ = ["serve", "ServerContext", "TRIGGER_BUF_SIZE"]
@@ -69,7 +70,13 @@ class _Trigger(Lifecycle):
                 _die(ctx, Fatal(f"{ctx.service}: descriptor {fd} is not a FIFO or socket"))
 
     def _standalone(self) -> None:
-        data = os.read(0, TRIGGER_BUF_SIZE)
+        # Any fd 0 will do (a regular file, /dev/null, a non-blocking pipe);
+        # an error must end the process here: raised from a loop callback
+        # it would only be logged by asyncio, and the loop would run on.
+        try:
+            data = read_fd(0, TRIGGER_BUF_SIZE)
+        except OSError as exc:
+            _die(self.ctx, Fatal(f"standard input: read error: {exc.strerror}"))
         self._wakeup(data)
         self.ctx.stopping = True
         self.ctx.loop.stop()
