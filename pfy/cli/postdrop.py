@@ -391,6 +391,8 @@ def copy_stream(stream, out: MaildropFile) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from pfy.cli import _common
+    from pfy.stdio import reopen_closed_stdio
+    reopen_closed_stdio()
     args = sys.argv[1:] if argv is None else argv
     _common.set_program_name("postdrop")
     config_dir = None

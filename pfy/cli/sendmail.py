@@ -844,6 +844,8 @@ def run(argv: list[str], prog: str, stdin, say) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pfy.stdio import reopen_closed_stdio
+    reopen_closed_stdio()
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "sendmail"
     if prog not in ("mailq", "newaliases"):
         prog = "sendmail"

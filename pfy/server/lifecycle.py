@@ -512,6 +512,9 @@ class Lifecycle:
     # -- start-up --
 
     def start(self) -> ServerContext:
+        # Master gives us fds 0-2; a parent of "-S" (sendmail -bs) may not.
+        from pfy.stdio import reopen_closed_stdio
+        reopen_closed_stdio()
         try:
             opts = parse_server_args(self.argv, self.program,
                                      service_args=self.service_args)
