@@ -2,7 +2,8 @@
 pfy beside a private Debian Postfix with the same settings, same run.
 
     python3 bench/bench_relay.py [--messages 2000] [--sessions 20] [--sizes 4096,102400]
-                                 [--warmup 100] [--destinations 100] [--dest-messages 1000]
+                                 [--rounds 3] [--warmup 100] [--destinations 100]
+                                 [--dest-messages 1000]
                                  [--only pfy|postfix] [--json FILE]
 
 For each message size, each system in turn relays --messages messages that
@@ -10,7 +11,9 @@ smtp-source sends over --sessions parallel sessions; everything goes to one
 smtp-sink through relayhost = [127.0.0.1]:PORT, after --warmup untimed
 messages through the same freshly started system (so that the figures
 are a running system's, not its processes' start; the warm-up's time and
-CPU are printed too).  Printed per size:
+CPU are printed too), --rounds times per system, alternating (a shared
+machine's slow minute then falls on both; each system's median round is
+shown, and every round's ratio).  Printed per size:
 
   msg/s      messages relayed per second: from the first connection of
              smtp-source to the last "status=sent" line in the system's
@@ -425,6 +428,33 @@ def _row(label: str, res: dict) -> str:
             f"{f(py, 'cpu_per_msg', '.4f'):>12} {f(pf, 'cpu_per_msg', '.4f'):>11} {cratio:>9}")
 
 
+def measure_rounds(kinds: list[str], rounds: int, run) -> dict:
+    """run(kind, round) -> figures, for each system in turn, ``rounds``
+    times (alternating, so a slow minute of a shared machine falls on
+    both).  Each system's row is its median-rate round; "rounds" keeps
+    every round's rate and "ratios" each round's pfy/Postfix ratio."""
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    for r in range(rounds):
+        for kind in kinds:
+            runs[kind].append(run(kind, r))
+    res = {}
+    for kind, got in runs.items():
+        ordered = sorted(got, key=lambda x: x["rate"])
+        res[kind] = dict(ordered[len(ordered) // 2], rounds=[x["rate"] for x in got])
+    if "pfy" in runs and "postfix" in runs:
+        res["ratios"] = [p["rate"] / q["rate"] if q["rate"] else 0.0
+                         for p, q in zip(runs["pfy"], runs["postfix"])]
+    return res
+
+
+def _print_rounds(res: dict) -> None:
+    ratios = res.get("ratios") or []
+    if len(ratios) > 1:
+        print("  rounds: pfy/Postfix " + ", ".join(f"{r:.2f}" for r in ratios)
+              + f" (median {sorted(ratios)[len(ratios) // 2]:.2f}; the row shows each "
+              "system's median round)", flush=True)
+
+
 def _print_cold(res: dict, kinds: list[str]) -> None:
     """The warm-up, with each system's process starts in it."""
     parts = []
@@ -449,6 +479,8 @@ def main(argv=None) -> int:
                     help="messages in the destinations run (default: --messages)")
     ap.add_argument("--only", choices=("pfy", "postfix"))
     ap.add_argument("--json")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of each system per size, alternating; the medians are shown")
     ap.add_argument("--warmup", type=int, default=100,
                     help="untimed messages through each system first (0: time the cold start)")
     ap.add_argument("--breakdown", action="store_true",
@@ -468,13 +500,13 @@ def main(argv=None) -> int:
               f"{'pfy cpu/msg':>12} {'pf cpu/msg':>11} {'cpu ratio':>9}", flush=True)
         for size in (int(s) for s in a.sizes.split(",") if s):
             n = a.messages if size <= 65536 else (a.big_messages or max(1, a.messages // 4))
-            res = {}
-            for kind in kinds:
-                res[kind] = measure(kind, tmp / f"{kind}-{size}", n, a.sessions, size, sink_port,
-                                    warmup=a.warmup)
+            res = measure_rounds(kinds, a.rounds, lambda kind, r: measure(
+                kind, tmp / f"{kind}-{size}-{r}", n, a.sessions, size, sink_port,
+                warmup=a.warmup))
             label = f"{size} B x{n}, {a.sessions} sessions"
             figures[label] = res
             print(_row(label, res), flush=True)
+            _print_rounds(res)
             _print_cold(res, kinds)
             if a.breakdown:
                 for kind in kinds:
@@ -493,13 +525,13 @@ def main(argv=None) -> int:
             os.chmod(tmp, 0o755)
             for i in range(nd):
                 sinks.start(f"127.0.1.{i + 1}", dport)
-            res = {}
-            for kind in kinds:
-                res[kind] = measure(kind, tmp / f"{kind}-dest", n, a.sessions, 4096, sink_port,
-                                    domains, tmap, warmup=a.warmup)
+            res = measure_rounds(kinds, a.rounds, lambda kind, r: measure(
+                kind, tmp / f"{kind}-dest-{r}", n, a.sessions, 4096, sink_port,
+                domains, tmap, warmup=a.warmup))
             label = f"{nd} destinations x{n // nd}"
             figures[label] = res
             print(_row(label, res), flush=True)
+            _print_rounds(res)
             for kind in kinds:
                 r = res[kind]
                 done = r["completion"]

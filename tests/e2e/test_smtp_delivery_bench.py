@@ -25,7 +25,7 @@ def test_bench_relay_tiny(tmp_path):
     p = subprocess.run([sys.executable, str(BENCH), "--messages", "20", "--sessions", "4",
                         "--sizes", "4096,102400", "--big-messages", "5",
                         "--destinations", "3", "--dest-messages", "6", "--warmup", "3",
-                        "--json", str(out)],
+                        "--rounds", "2", "--json", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     figures = json.loads(out.read_text())
@@ -41,3 +41,5 @@ def test_bench_relay_tiny(tmp_path):
             if "destinations" in label:
                 assert r["served"] == 3, (label, system, r)
     assert "ratio" in p.stdout and "destinations served 3/3" in p.stdout
+    assert all(len(row["ratios"]) == 2 for row in figures.values())
+    assert "rounds: pfy/Postfix" in p.stdout
