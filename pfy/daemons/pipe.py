@@ -48,9 +48,8 @@ DESCRIPTION
     Output that starts with an enhanced status code ("4.2.1 over quota")
     overrides the exit status's code and class.  A command that runs
     longer than $SERVICE_time_limit ($command_time_limit) is killed with
-    its whole process group and the mail deferred: 'Command time limit
-    exceeded: "cmd"' (Postfix bounces there; a hung filter is usually a
-    transient problem, and deferring loses nothing).
+    its whole process group and the mail bounced (5.3.0), as Postfix's
+    pipe_command.c does: 'Command time limit exceeded: "cmd"'.
 
 SECURITY
     Security sensitive: runs as root (master.cf unpriv n) to start the
@@ -678,7 +677,8 @@ class PipeAgent:
         output = clean_output(res.output)
         if res.code is None:
             suffix = f". Command output: {output}" if output else ""
-            return self._all(s, "4.3.0", f'Command time limit exceeded: "{argv[0]}"{suffix}')
+            # pipe_command.c: PIPE_STAT_BOUNCE, 5.3.0.
+            return self._all(s, "5.3.0", f'Command time limit exceeded: "{argv[0]}"{suffix}')
         if res.code == 0:
             if res.write_error:
                 return self._all(s, "4.3.0", f'Command failed: {res.write_error}: "{argv[0]}"')

@@ -180,9 +180,10 @@ def test_pipe_services(tmp_path):
                                     rf'Command died with status 3: "{re.escape(exiter)}"\. '
                                     r"Command output: exiting for crash"), timeout=30)
 
-        # A command that hangs: killed at hang_time_limit, mail deferred.
+        # A command that hangs: killed at hang_time_limit, mail bounced
+        # (Postfix's pipe_command.c).
         sendmail(inst, "h@hang.example")
-        inst.wait_for_log(pipe_line("hang", "h@hang.example", "4.3.0", "deferred",
+        inst.wait_for_log(pipe_line("hang", "h@hang.example", "5.3.0", "bounced",
                                     rf'Command time limit exceeded: "{re.escape(hanger)}"'),
                           timeout=30)
         assert not any("hang" in cmd and PYTHON in cmd for _, cmd in _procs_of(me.pw_uid))

@@ -185,6 +185,19 @@ def test_command_exit_codes(env):
     assert "Command output: 5.1.2 gone" in perm.reason
 
 
+def test_command_time_limit_bounces_with_the_output(env):
+    """pipe_command.c, which Postfix's local uses too: a command still
+    running at command_time_limit is killed and the mail bounced, 5.3.0,
+    with what it wrote."""
+    queue, alice, tmp = env
+    a, _ = agent(tmp, queue, alice, 'slow: "|echo started; exec sleep 60"\n',
+                 command_time_limit="1s")
+    (r,) = run(a, queue, ["slow@host"])
+    assert (r.status, r.dsn) == ("bounced", "5.3.0")
+    assert r.reason == 'Command time limit exceeded: "echo started; exec sleep 60". ' \
+                       "Command output: started"
+
+
 def test_restricted_classes(env):
     queue, alice, tmp = env
     a, _ = agent(tmp, queue, alice, "cmd: |true\nfile: /dev/null\n",

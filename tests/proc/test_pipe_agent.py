@@ -183,7 +183,7 @@ def test_hanging_command_is_killed_with_its_children(tmp_path, queue):
     t0 = time.monotonic()
     (r,) = a.handle(submit(queue, ["u@x"])).results
     assert time.monotonic() - t0 < 15
-    assert (r.status, r.dsn) == ("deferred", "4.3.0")
+    assert (r.status, r.dsn) == ("bounced", "5.3.0")        # pipe_command.c
     assert r.reason == f'Command time limit exceeded: "{cmd}"'
     gpid = int(pidfile.read_text())
     for _ in range(50):

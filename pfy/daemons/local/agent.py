@@ -795,15 +795,21 @@ class LocalAgent:
                 pass                  # the command need not read everything
             finally:
                 proc.stdin.close()
+            timed_out = False
             try:
                 code = proc.wait(timeout=self.cfg.command_time_limit)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                s.defer(rcpt, "4.3.0", f'Command time limit exceeded: "{command}"', self.service)
-                return
+                code = proc.wait()
+                timed_out = True
             out.seek(0)
             output = out.read(COMMAND_OUTPUT_LIMIT).decode("utf-8", "replace").strip()
+        if timed_out:
+            # pipe_command.c: killed with its process group, and bounced.
+            suffix = f". Command output: {output}" if output else ""
+            s.bounce(rcpt, "5.3.0", f'Command time limit exceeded: "{command}"{suffix}',
+                     self.service)
+            return
         if code == 0:
             s.sent(rcpt, f"delivered to command: {command}", self.service)
             return
