@@ -344,23 +344,16 @@ def _needs_braces(text: str) -> bool:
     return any(c in _SEPARATORS for c in text)
 
 
-def format_master_argv(argv: list[str], fold: bool, expand=None) -> str:
-    """pcf_print_master_entry(): the 8 columns at their preferred
-    positions, then the arguments; "-o name=value" each on its own line
-    when folding; values with blanks in braces.  expand(value) for -Mx."""
-    parts: list[str] = []
-    line_len = 0
-    for i in range(_MIN_FIELDS):
-        if line_len > 0:
-            while True:
-                parts.append(" ")
-                line_len += 1
-                if line_len >= _COLUMNS[i]:
-                    break
-        parts.append(argv[i])
-        line_len += len(argv[i])
+def _fold_arguments(argv: list[str], start: int, parts: list[str], line_len: int,
+                    fold: bool, expand, o_extra: int) -> None:
+    """The command's arguments from argv[start], appended to parts: "-o
+    name=value" on a line of its own when folding, values with blanks in
+    braces, expand(value) for -Mx/-Fx.  Postfix writes this loop twice
+    (pcf_print_master_entry and pcf_print_master_field) and the two count
+    a "-o" value's width differently (o_extra: 3 for -M, 1 for -F), which
+    shows where a long line folds."""
     in_options = True
-    k = _MIN_FIELDS
+    k = start
     while k < len(argv):
         arg = argv[k]
         aval = None
@@ -374,7 +367,7 @@ def format_master_argv(argv: list[str], fold: bool, expand=None) -> str:
                 line_len = LINE_LIMIT      # force a break before "-o x=y"
                 if arg == "-o" and expand is not None:
                     aval = expand(aval)
-                arg_len += len(aval) + 3
+                arg_len += len(aval) + o_extra
                 need_braces = _needs_braces(aval)
                 if need_braces:
                     arg_len += 2
@@ -396,6 +389,24 @@ def format_master_argv(argv: list[str], fold: bool, expand=None) -> str:
             k += 1
             line_len = LINE_LIMIT          # and a break after it
         k += 1
+
+
+def format_master_argv(argv: list[str], fold: bool, expand=None) -> str:
+    """pcf_print_master_entry(): the 8 columns at their preferred
+    positions, then the arguments; "-o name=value" each on its own line
+    when folding; values with blanks in braces.  expand(value) for -Mx."""
+    parts: list[str] = []
+    line_len = 0
+    for i in range(_MIN_FIELDS):
+        if line_len > 0:
+            while True:
+                parts.append(" ")
+                line_len += 1
+                if line_len >= _COLUMNS[i]:
+                    break
+        parts.append(argv[i])
+        line_len += len(argv[i])
+    _fold_arguments(argv, _MIN_FIELDS, parts, line_len, fold, expand, o_extra=3)
     return "".join(parts) + "\n"
 
 
@@ -421,45 +432,8 @@ def format_master_field(argv: list[str], k: int, mode: set[str], expand=None) ->
             line_len = len(INDENT)
     out.append(argv[k])
     line_len += len(argv[k])
-    fold = "f" in mode
     if k == _CMD:
-        in_options = True
-        j = k + 1
-        while j < len(argv):
-            arg = argv[j]
-            arg_len = len(arg)
-            aval = None
-            need_braces = False
-            if in_options:
-                if not arg.startswith("-") or arg == "--":
-                    in_options = False
-                elif arg[1:2] == "o" and j + 1 < len(argv):
-                    aval = argv[j + 1]
-                    line_len = LINE_LIMIT
-                    if arg == "-o" and expand is not None:
-                        aval = expand(aval)
-                    arg_len += len(aval) + 1
-                    need_braces = _needs_braces(aval)
-                    if need_braces:
-                        arg_len += 2
-            if not in_options:
-                need_braces = _needs_braces(arg)
-            if line_len > len(INDENT):
-                if not fold or line_len + 1 + arg_len < LINE_LIMIT:
-                    out.append(" ")
-                    line_len += 1
-                else:
-                    out.append("\n" + INDENT)
-                    line_len = len(INDENT)
-            text = "{" + arg + "}" if (not in_options and need_braces) else arg
-            out.append(text)
-            line_len += len(text)
-            if aval is not None:
-                text = "{" + aval + "}" if need_braces else aval
-                out.append(" " + text)
-                j += 1
-                line_len = LINE_LIMIT
-            j += 1
+        _fold_arguments(argv, k + 1, out, line_len, "f" in mode, expand, o_extra=1)
     return "".join(out) + "\n"
 
 
