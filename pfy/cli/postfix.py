@@ -118,10 +118,14 @@ def _init_log(cfg, verbose: int) -> None:
 
 def _check(cfg, specs) -> None:
     """postfix check: configuration, mail_owner, folders (created, fixed)."""
-    from pfy.server.layout import LayoutError, ensure_layout, resolve_owners
+    from pfy.server.layout import LayoutError, copy_chroot_files, ensure_layout, resolve_owners
     try:
         owners = resolve_owners(cfg)
         changes = ensure_layout(cfg, owners)
+        if owners is not None and any(spec.chroot for spec in specs):
+            # Quietly, as Debian's configure-instance.sh: a changed
+            # /etc/hosts is no fault of the instance.
+            copy_chroot_files(cfg.queue_directory)
     except LayoutError as exc:
         raise _Fail(str(exc)) from None
     for change in changes:

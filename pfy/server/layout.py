@@ -22,7 +22,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["Owners", "resolve_owners", "ensure_layout", "LayoutError"]
+__all__ = ["Owners", "resolve_owners", "ensure_layout", "copy_chroot_files", "LayoutError",
+           "CHROOT_FILES"]
+
+# What a chrooted daemon may need from /etc, copied into queue_directory/etc
+# as Debian's configure-instance.sh does before Postfix starts: the time
+# zone, service and host names for native lookups (smtp_host_lookup =
+# native, getaddrinfo), the resolver's configuration.
+CHROOT_FILES = ("etc/localtime", "etc/services", "etc/resolv.conf", "etc/hosts",
+                "etc/nsswitch.conf", "etc/host.conf")
 
 
 class LayoutError(Exception):
@@ -102,4 +110,38 @@ def ensure_layout(cfg, owners: Owners | None) -> list[str]:
     for name in QUEUE_NAMES:
         _fix(os.path.join(q, name), DIR_MODES.get(name, 0o700), mo, mg, changes)
     _fix(cfg.data_directory, 0o700, mo, mg, changes)
+    return changes
+
+
+def copy_chroot_files(queue_directory: str, source_root: str = "/") -> list[str]:
+    """Copy CHROOT_FILES that exist under source_root into queue_directory
+    (root-owned, mode 0644, replaced atomically when they differ); return
+    what changed.  Only for an instance run by root with chrooted services:
+    an ordinary user's instance never chroots."""
+    changes: list[str] = []
+    etc = os.path.join(queue_directory, "etc")
+    for rel in CHROOT_FILES:
+        src = os.path.join(source_root, rel)
+        try:
+            with open(src, "rb") as f:      # follows /etc/localtime's symlink
+                data = f.read()
+        except OSError:
+            continue
+        dst = os.path.join(queue_directory, rel)
+        try:
+            with open(dst, "rb") as f:
+                if f.read() == data:
+                    continue
+        except OSError:
+            pass
+        try:
+            os.makedirs(etc, mode=0o755, exist_ok=True)
+            tmp = dst + ".pfy-new"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dst)
+        except OSError as err:
+            raise LayoutError(f"{dst}: {err.strerror}") from None
+        changes.append(f"copied {src} to {dst}")
     return changes

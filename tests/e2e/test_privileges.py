@@ -117,3 +117,34 @@ def test_ordinary_user_runs_a_whole_instance(tmp_path, whoami):
         assert inst.postfix("status").returncode == 0
         inst.postfix("stop")
         assert inst.postfix("status", check=False).returncode == 1
+
+
+def test_root_start_copies_etc_files_into_the_jail(tmp_path, whoami):
+    """As Debian's configure-instance.sh before Postfix starts: a chrooted
+    daemon finds /etc/hosts, /etc/services... (native host lookups, the
+    time zone) inside queue_directory/etc, identical to the system's."""
+    needs_root()
+    cmd, _ = whoami
+    jailed = free_port()
+    master_cf = f"127.0.0.1:{jailed} inet n - y - 1 {cmd}\n"
+    with Instance(tmp_path / "inst", master_cf=master_cf) as inst:
+        inst.start()
+        *_, chrooted_flag, _sees, opened = ask(jailed, "/etc/hosts")
+        assert chrooted_flag == "True" and opened == "opened"
+        for rel in ("etc/hosts", "etc/services", "etc/nsswitch.conf"):
+            src = os.path.join("/", rel)
+            if os.path.exists(src):
+                copy = inst.queue_dir / rel
+                assert copy.read_bytes() == open(src, "rb").read(), rel
+                assert copy.stat().st_mode & 0o777 == 0o644 and copy.stat().st_uid == 0
+
+
+def test_no_jail_no_copies(tmp_path, whoami):
+    """Without a chrooted service nothing is copied (an ordinary user's
+    instance never chroots, and root's without chroot needs none)."""
+    needs_root()
+    cmd, _ = whoami
+    master_cf = f"127.0.0.1:{free_port()} inet n - n - 1 {cmd}\n"
+    with Instance(tmp_path / "inst", master_cf=master_cf) as inst:
+        inst.start()
+        assert not (inst.queue_dir / "etc").exists()
