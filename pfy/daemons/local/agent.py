@@ -26,7 +26,7 @@ from pfy.ipc.cleanup_client import CleanupClient, CleanupRejected
 from pfy.ipc.delivery import (AgentSession, DeliveryReply, DeliveryRequest, RequestRecipient,
                               deliver_each, deliver_queue_file, serve_request)
 from pfy.mailbox import (CopyOptions, LockSettings, MailboxError, deliver_maildir,
-                         deliver_mbox)
+                         deliver_mbox, delivered_to_set)
 from pfy.mailbox.copy import copy_message
 from pfy.queue.queue_file import QueueFileReader
 from pfy.tables import TableError, TableTempFail, open_table
@@ -49,10 +49,6 @@ _PATH = "/usr/bin:/bin"          # local(8): "PATH is reset to a system default"
 # (1 << 5): mail re-submitted by local gets virtual alias expansion but no
 # header/body checks and no bcc (those ran when it first arrived).
 CLEANUP_FLAG_MASK_INTERNAL = 1 << 5
-# How far _delivered_to() reads for Delivered-To: headers (Postfix's
-# delivered_hdr reads the primary header only; this bounds a header-only
-# message of any size).
-MAX_HEADER_LINES = 10000
 _LOCAL_VAR = re.compile(r"\$(?:\{(\w+)(?:([?:])([^}]*))?\}|(\w+))")
 
 
@@ -869,22 +865,9 @@ class LocalAgent:
     def _looping(exp: Expansion, reader: QueueFileReader, address: str) -> bool:
         """Does the message header already say Delivered-To: address?
         (delivered_hdr.c: the primary header's Delivered-To: values, read
-        once per recipient expansion.)
-
-        XXX pfy.mailbox.delivered_to_set() is the same check for virtual
-        and pipe, but folds and bounds differently: Unicode lower() after
-        decoding with "replace" (here: ASCII lower() of the bytes, then
-        surrogateescape) and 10001 header lines (here 10000).  Call it here
-        too once the change in local's answers for non-ASCII addresses is
-        agreed on."""
+        once per recipient expansion.)"""
         if exp.loop_info is None:
-            seen = set()
-            for n, line in enumerate(reader.content_lines()):
-                if not line or n >= MAX_HEADER_LINES:
-                    break
-                if line[:13].lower() == b"delivered-to:":
-                    seen.add(line[13:].strip().lower().decode("utf-8", "surrogateescape"))
-            exp.loop_info = seen
+            exp.loop_info = delivered_to_set(reader.content_lines())
         return address.lower() in exp.loop_info
 
     # -- handing a recipient to another transport (deliver_pass) -------------
