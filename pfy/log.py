@@ -211,6 +211,21 @@ class Logger:
             if self._syslog is None:
                 self._stderr = True
 
+    @property
+    def writes_file(self) -> bool:
+        """maillog_file is open for this process (postlogd needs it)."""
+        return self._file_fd >= 0
+
+    def write_line(self, line: str) -> None:
+        """Append one line formatted elsewhere (postlogd: a record from a
+        process that could not open maillog_file) as it is; the caller
+        made it one printable line."""
+        if self._file_fd >= 0:
+            try:
+                os.write(self._file_fd, (line + "\n").encode("utf-8", "surrogateescape"))
+            except OSError:
+                pass
+
     def close(self) -> None:
         if self._file_fd >= 0:
             os.close(self._file_fd)

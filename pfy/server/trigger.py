@@ -40,9 +40,10 @@ Handler = Callable[[ServerContext, bytes], None]
 class _Trigger(Lifecycle):
     kind = "trigger"
 
-    def __init__(self, handler: Handler, **kw):
+    def __init__(self, handler: Handler, buf_size: int = TRIGGER_BUF_SIZE, **kw):
         super().__init__(**kw)
         self.handler = handler
+        self.buf_size = buf_size
         self._busy = False
 
     def busy(self) -> bool:
@@ -74,7 +75,7 @@ class _Trigger(Lifecycle):
         # an error must end the process here: raised from a loop callback
         # it would only be logged by asyncio, and the loop would run on.
         try:
-            data = read_fd(0, TRIGGER_BUF_SIZE)
+            data = read_fd(0, self.buf_size)
         except OSError as exc:
             _die(self.ctx, Fatal(f"standard input: read error: {exc.strerror}"))
         self._wakeup(data)
@@ -85,7 +86,7 @@ class _Trigger(Lifecycle):
         if self.ctx.stopping:
             return
         try:
-            data = os.read(fd, TRIGGER_BUF_SIZE)
+            data = os.read(fd, self.buf_size)
         except (BlockingIOError, InterruptedError):
             return              # another process of this service read it
         if data:
@@ -95,7 +96,7 @@ class _Trigger(Lifecycle):
         if self.ctx.stopping:
             return
         try:
-            data = s.recv(TRIGGER_BUF_SIZE)
+            data = s.recv(self.buf_size)
         except (BlockingIOError, InterruptedError):
             return
         self._wakeup(data)
@@ -108,7 +109,7 @@ class _Trigger(Lifecycle):
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
         with conn:
-            data = _read_until_eof(conn)
+            data = _read_until_eof(conn, self.buf_size)
         if data:
             self._wakeup(data)
 
@@ -142,17 +143,17 @@ class _Trigger(Lifecycle):
         self.maybe_exit()
 
 
-def _read_until_eof(conn: socket.socket) -> bytes:
+def _read_until_eof(conn: socket.socket, limit: int) -> bytes:
     """The bytes a trigger client sends before it hangs up (pfy.ipc.trigger)."""
     data = b""
     deadline = time.monotonic() + TRIGGER_READ_TIMEOUT
     try:
-        while len(data) < TRIGGER_BUF_SIZE:
+        while len(data) < limit:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([conn], [], [], max(0.0, left))
             if not ready:
                 break
-            chunk = conn.recv(TRIGGER_BUF_SIZE - len(data))
+            chunk = conn.recv(limit - len(data))
             if not chunk:
                 break
             data += chunk
@@ -163,11 +164,13 @@ def _read_until_eof(conn: socket.socket) -> bytes:
 
 def serve(handler: Handler, *, pre_jail=None, post_jail=None, pre_accept=None,
           solitary: bool = False, unlimited: bool = False, service_args: bool = False,
+          buf_size: int = TRIGGER_BUF_SIZE,
           argv: list[str] | None = None, program: str | None = None) -> None:
     """Run `handler(ctx, request_bytes)` for each wake-up. Never returns.
 
     service_args=True: the words after master's options are the service's
-    own, in ctx.options.service_args; else they are a fatal error."""
-    _Trigger(handler, pre_jail=pre_jail, post_jail=post_jail, pre_accept=pre_accept,
-             solitary=solitary, unlimited=unlimited, service_args=service_args,
-             argv=argv, program=program).run()
+    own, in ctx.options.service_args; else they are a fatal error.
+    buf_size: the most bytes one wake-up (one datagram) can carry."""
+    _Trigger(handler, buf_size=buf_size, pre_jail=pre_jail, post_jail=post_jail,
+             pre_accept=pre_accept, solitary=solitary, unlimited=unlimited,
+             service_args=service_args, argv=argv, program=program).run()
