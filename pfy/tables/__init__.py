@@ -29,9 +29,11 @@ __all__ = [
 # makes LMDB the default, and hash/btree are stored as LMDB anyway).
 DEFAULT_DATABASE_TYPE = "lmdb"
 
+PROXY_PREFIX = "proxy:"
+
 # type -> "module:factory". A factory is called as factory(type, name, cfg, fold)
 # and returns a Table. Types Postfix has but pfy does not (nis, ldap, mysql,
-# pgsql, memcache, socketmap, tcp, proxy...) are absent: opening one is a
+# pgsql, memcache, socketmap, tcp...) are absent: opening one is a
 # TableError naming the type, as Postfix's "unsupported dictionary type".
 TABLE_TYPES: dict[str, str] = {
     "btree": "pfy.tables.lmdb_table:open_lmdb",
@@ -108,7 +110,14 @@ def open_table(spec: str, cfg=None, *, fold: bool = True) -> Table:
 
     fold=True lowercases lookup keys of fixed-string tables (Postfix's
     DICT_FLAG_FOLD_FIX, which every daemon uses); postmap -f passes False.
+
+    "proxy:type:name" opens type:name itself: Postfix's proxymap(8) exists
+    so that chrooted processes can reach tables outside the jail and share
+    database connections; every pfy process opens its tables before its
+    jail, so the table is the same one without the hop.
     """
+    while spec.startswith(PROXY_PREFIX):
+        spec = spec[len(PROXY_PREFIX):]
     if _open_error_warn is None:
         return _open_table(spec, cfg, fold)
     try:

@@ -55,13 +55,15 @@ def write_tables(root: Path) -> dict[str, str]:
 def virtual_main_cf(base: Path, tables: dict[str, str], uid: int, gid: int) -> dict[str, str]:
     return {
         "virtual_mailbox_domains": "v.example, catch.example",
-        "virtual_mailbox_maps": tables["vmailbox"],
+        # proxy: as Postfix admins write it (proxymap for chrooted
+        # processes); pfy opens the table itself before the jail.
+        "virtual_mailbox_maps": "proxy:" + tables["vmailbox"],
         "virtual_mailbox_base": str(base),
         "virtual_uid_maps": f"static:{uid}",
         "virtual_gid_maps": f"static:{gid}",
         "virtual_minimum_uid": "100",
         "virtual_alias_domains": "a.example, wild.example",
-        "virtual_alias_maps": tables["valias"],
+        "virtual_alias_maps": "proxy:" + tables["valias"],
         "recipient_delimiter": "+",
     }
 

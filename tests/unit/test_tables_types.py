@@ -43,6 +43,16 @@ def test_unknown_type_is_one_line_error():
         open_table("nis:mail.aliases")
 
 
+def test_proxy_opens_the_table_itself(tmp_path):
+    """proxy:type:name is type:name (no proxymap: tables are opened before
+    the jail); an unknown inner type is still an error naming it."""
+    t = tmp_path / "t"
+    t.write_text("key value\n")
+    assert open_table(f"proxy:texthash:{t}").lookup("key") == "value"
+    with pytest.raises(TableError, match="^unsupported dictionary type: nis$"):
+        open_table("proxy:nis:mail.aliases")
+
+
 # ---- logical lines and source parsers ---------------------------------------
 
 def test_logical_lines_like_readllines():
