@@ -116,6 +116,25 @@ def _init_log(cfg, verbose: int) -> None:
     init_logging(cfg, "postfix-script", verbose=verbose)
 
 
+# Postfix daemons that pfy does without, named in Debian's stock master.cf
+# (or its commented examples): what `postfix check` says of a line naming
+# one.  Nothing in pfy connects to the first five, so their lines are inert.
+NOT_SHIPPED = {
+    "tlsmgr": "TLS session caches live in each smtpd and smtp process; the line does nothing",
+    "scache": "smtp keeps its own connection cache (smtp_connection_cache_*); "
+              "the line does nothing",
+    "flush": "ETRN and sendmail -qR ask qmgr to scan the deferred queue; the line does nothing",
+    "proxymap": "proxy:type:name tables are opened by each process before its jail; "
+                "the line does nothing",
+    "verify": "no address verification: reject_unverified_sender and "
+              "reject_unverified_recipient answer 451 4.3.5; the line does nothing",
+    "postscreen": "clients of this service get no SMTP server: run smtpd on it instead",
+    "dnsblog": "only postscreen uses it", "tlsproxy": "only postscreen uses it",
+    "qmqpd": "no QMQP server: clients of this service get no answer",
+    "oqmgr": "use qmgr",
+}
+
+
 def _check(cfg, specs) -> None:
     """postfix check: configuration, mail_owner, folders (created, fixed)."""
     from pfy.server.layout import LayoutError, copy_chroot_files, ensure_layout, resolve_owners
@@ -134,8 +153,11 @@ def _check(cfg, specs) -> None:
         _say(f"fixed: {change}", "warning")
     for spec in specs:
         if not os.path.exists(spec.path):
-            _say(f"{spec.file}, line {spec.line}: service {spec.name}/{spec.type}: "
-                 f"command not found: {spec.path}", "warning")
+            why = NOT_SHIPPED.get(os.path.basename(spec.path))
+            what = (f"pfy has no {os.path.basename(spec.path)}: {why}" if why
+                    else f"command not found: {spec.path}")
+            _say(f"{spec.file}, line {spec.line}: service {spec.name}/{spec.type}: {what}",
+                 "warning")
 
 
 def _master_argv(cfg, config_dir: str, *flags: str) -> list[str]:
