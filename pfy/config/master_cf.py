@@ -60,10 +60,10 @@ class MasterEntry:
         return f"{self.service}/{self.type}"
 
 
-def split_args(text: str, path: str = "master.cf", warn=None) -> list[str]:
-    """Whitespace-separated words; a "{ ... }" word loses its braces and
-    outer blanks (Postfix's mystrtokq + extpar)."""
-    out: list[str] = []
+def _brace_words(text: str) -> list[tuple[str, bool]]:
+    """Blank-separated words where a "{ ... }" group is one word (Postfix's
+    mystrtokq with "{}"), each with whether its braces were left open."""
+    out: list[tuple[str, bool]] = []
     i, n = 0, len(text)
     while i < n:
         if text[i] in _BLANKS:
@@ -76,16 +76,24 @@ def split_args(text: str, path: str = "master.cf", warn=None) -> list[str]:
             elif text[j] == "}" and depth > 0:
                 depth -= 1
             j += 1
-        word = text[i:j]
+        out.append((text[i:j], depth > 0))
+        i = j
+    return out
+
+
+def split_args(text: str, path: str = "master.cf", warn=None) -> list[str]:
+    """Whitespace-separated words; a "{ ... }" word loses its braces and
+    outer blanks (Postfix's mystrtokq + extpar)."""
+    out: list[str] = []
+    for word, unclosed in _brace_words(text):
         if word.startswith("{"):
-            if depth > 0 or not word.endswith("}"):
+            if unclosed or not word.endswith("}"):
                 if warn:
                     warn(f'{path}: missing \'}}\' in "{word}"')
                 word = word[1:].strip(_BLANKS)
             else:
                 word = word[1:-1].strip(_BLANKS)
         out.append(word)
-        i = j
     return out
 
 
@@ -187,22 +195,7 @@ def parse_master_cf(path: str, *, warn=None, strict: bool = True) -> list[Master
 def split_entry(text: str) -> list[str]:
     """argv_splitq(text, blanks, "{}"): blank-separated words where a
     "{ ... }" group (braces kept) is one word."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i] in _BLANKS:
-            i += 1
-            continue
-        j, depth = i, 0
-        while j < n and (depth > 0 or text[j] not in _BLANKS):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}" and depth > 0:
-                depth -= 1
-            j += 1
-        out.append(text[i:j])
-        i = j
-    return out
+    return [word for word, _ in _brace_words(text)]
 
 
 def _extpar(word: str, warn) -> str:
