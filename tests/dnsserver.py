@@ -10,11 +10,14 @@
         os.environ["PFY_RESOLV_CONF"] = dns.resolv_conf
         dns.zones["new.example"] = {"A": ["192.0.2.9"]}   # live edits are seen
         dns.fail.add("broken.example")     # SERVFAIL: a temporary failure
+        dns.secure.add("mx.example")       # its answers carry the AD bit ("secure",
+                                           # as from a validating resolver: DANE tests)
 
 Names are absolute without the trailing dot, case-insensitive. A name that
 is in `zones` but has no records of the asked type answers NODATA; a name
 that is not in `zones` (and is no parent of a name that is) answers
-NXDOMAIN. Values: A/AAAA/NS/PTR/CNAME/TXT strings, MX (preference, host).
+NXDOMAIN. Values: A/AAAA/NS/PTR/CNAME/TXT strings, MX (preference, host),
+TLSA "usage selector mtype hex" (at "_25._tcp.mx.example").
 Every answer is authoritative with TTL `ttl` (default 1 s, so pfy's cache
 does not hide edits between tests for long).
 """
@@ -57,6 +60,7 @@ class DnsServer:
     def __init__(self, zones: dict | None = None, ttl: int = 1, host: str = "127.0.0.1"):
         self.zones: dict[str, dict] = {k.lower().rstrip("."): v for k, v in (zones or {}).items()}
         self.fail: set[str] = set()
+        self.secure: set[str] = set()      # names whose answers set AD
         self.ttl = ttl
         self.host = host
         self.port = 0
@@ -80,6 +84,8 @@ class DnsServer:
             return None
         r = dns.message.make_response(q)
         r.flags |= dns.flags.AA
+        if q.question and q.question[0].name.to_text(omit_final_dot=True).lower() in self.secure:
+            r.flags |= dns.flags.AD
         if not q.question:
             r.set_rcode(dns.rcode.FORMERR)
             return r.to_wire()

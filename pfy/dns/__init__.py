@@ -14,6 +14,12 @@ instance at a DNS server on loopback (tests/dnsserver.py).  Names are always
 looked up as absolute names: like Postfix's smtpd (RES_DEFNAMES and
 RES_DNSRCH off), no search list is applied to client-supplied names.
 
+DNSSEC (smtp_dns_support_level = dnssec): like Postfix, pfy does not
+validate; it asks with the DO bit and the AD flag set (RFC 6840 5.7) and
+believes the AD bit of the answer from the configured resolver, which must
+be a trusted, local, validating one.  DnsAnswer.secure is that bit; without
+Resolver.dnssec it is always False.
+
 Answers are cached per process for their TTL (at most CACHE_MAX_TTL), like
 Postfix's per-process ctable caches of RBL and address lookups, so that
 smtpd_delay_reject's per-RCPT re-evaluation costs no extra queries.
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.rdatatype
 import dns.resolver
@@ -58,7 +65,7 @@ def preload() -> None:
     import dns.rdata
     import dns.rdataclass
     dns.asyncbackend.get_backend("asyncio")
-    for rdtype in ("A", "AAAA", "PTR", "MX", "TXT", "CNAME", "NS", "SOA", "SPF", "OPT"):
+    for rdtype in ("A", "AAAA", "PTR", "MX", "TXT", "CNAME", "NS", "SOA", "SPF", "OPT", "TLSA"):
         dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
 
 
@@ -74,6 +81,7 @@ class DnsAnswer:
     records: list = field(default_factory=list)
     ttl: int = 0
     reason: str = ""           # for log lines only
+    secure: bool = False       # the AD bit (only when the resolver asks for DNSSEC)
 
     @property
     def found(self) -> bool:
@@ -179,6 +187,15 @@ class Resolver:
         self._res.cache = None
         self._cache: dict[tuple[str, str], tuple[float, DnsAnswer]] = {}
         self._clock = clock
+        self.dnssec = False
+
+    def enable_dnssec(self) -> None:
+        """smtp_dns_support_level = dnssec: queries carry the DO bit and
+        the AD flag; answers report the AD bit as DnsAnswer.secure."""
+        self.dnssec = True
+        self._res.use_edns(0, dns.flags.DO, 1232)
+        self._res.flags = dns.flags.RD | dns.flags.AD
+        self._cache.clear()
 
     @classmethod
     def from_file(cls, path: str) -> "Resolver":
@@ -231,8 +248,9 @@ class Resolver:
         except dns.exception.DNSException as err:
             return DnsAnswer(DnsStatus.TEMPFAIL, reason=str(err) or err.__class__.__name__)
         rrset = answer.rrset
+        secure = self.dnssec and bool(answer.response.flags & dns.flags.AD)
         if rrset is None:
-            return DnsAnswer(DnsStatus.NOTFOUND, reason="No data")
+            return DnsAnswer(DnsStatus.NOTFOUND, reason="No data", secure=secure)
         records: list = []
         for rd in rrset:
             if rdtype == "MX":
@@ -243,7 +261,7 @@ class Resolver:
                 records.append(rd.target.to_text(omit_final_dot=True))
             else:
                 records.append(rd.to_text())
-        return DnsAnswer(DnsStatus.FOUND, records, rrset.ttl)
+        return DnsAnswer(DnsStatus.FOUND, records, rrset.ttl, secure=secure)
 
     async def addresses(self, name: str) -> DnsAnswer:
         """A then AAAA: found if either has records; temporary failure only
@@ -252,7 +270,9 @@ class Resolver:
         aaaa = await self.lookup(name, "AAAA")
         records = (a.records if a.found else []) + (aaaa.records if aaaa.found else [])
         if records:
-            return DnsAnswer(DnsStatus.FOUND, records, min(x.ttl for x in (a, aaaa) if x.found))
+            found = [x for x in (a, aaaa) if x.found]
+            return DnsAnswer(DnsStatus.FOUND, records, min(x.ttl for x in found),
+                             secure=all(x.secure for x in found))
         if DnsStatus.TEMPFAIL in (a.status, aaaa.status):
             return DnsAnswer(DnsStatus.TEMPFAIL, reason=a.reason or aaaa.reason)
         return DnsAnswer(DnsStatus.NOTFOUND, reason=a.reason)
@@ -262,6 +282,11 @@ class Resolver:
 
     async def mx(self, name: str) -> DnsAnswer:
         return await self.lookup(name, "MX")
+
+    async def tlsa(self, port: int, host: str) -> DnsAnswer:
+        """_port._tcp.host TLSA (RFC 7672 2.2.3); records in presentation
+        form ("3 1 1 <hex>"), secure from the AD bit."""
+        return await self.lookup(f"_{port}._tcp.{host}", "TLSA")
 
     async def ptr(self, addr: str) -> DnsAnswer:
         try:

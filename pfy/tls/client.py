@@ -18,7 +18,25 @@ Levels (postconf(5) smtp_tls_security_level, TLS_README "Client-side"):
     secure       as verify, names from smtp_tls_secure_cert_match
                  (nexthop, dot-nexthop: the next-hop domain, not the MX
                  name, which DNS could forge)
-    dane, dane-only: no DNSSEC here; treated as may / encrypt (XXX).
+    dane         needs smtp_dns_support_level = dnssec (else "may", with a
+                 warning).  When the MX lookup was secure (or there was no
+                 MX) and the host's address lookup was secure, TLSA records
+                 at _port._tcp.host are looked up: a secure RRset with
+                 usable records (DANE-TA(2)/DANE-EE(3), pfy.tls.dane) makes
+                 TLS mandatory and the chain must match one (logged
+                 "Verified"; no match: "server certificate verification
+                 failed for host[addr]:port: num=65:no matching DANE TLSA
+                 records" and 4.7.5 "Server certificate not verified").
+                 Only unusable records: "encrypt".  No records, or not
+                 secure: "may".  A failed TLSA lookup defers (4.7.5 "TLSA
+                 lookup error for host:port").  An insecure MX follows
+                 smtp_tls_dane_insecure_mx_policy: may (the default unless
+                 the main.cf level is dane), encrypt, or dane ("half-dane":
+                 the match is logged "Trusted", a miss defers "Server
+                 certificate not trusted").  (smtp_tls_policy.c dane_init())
+    dane-only    as dane, but where dane falls back to may or encrypt the
+                 delivery defers (4.7.5 "non DNSSEC destination", "no TLSA
+                 records found", "TLSA records unusable").
 
 smtp_tls_policy_maps: "domain  level [match=a:b] [protocols=..] [ciphers=..]"
 keyed by the next-hop destination as written ("[host]:port", "domain"),
@@ -39,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
+import _ssl
 from dataclasses import dataclass, field, replace
 
 from cryptography import x509
@@ -50,6 +69,7 @@ try:            # pyOpenSSL: "Trusted" at levels that do not verify (optional)
 except ImportError:      # pragma: no cover
     _crypto = None
 
+from pfy.tls import dane as _dane
 from pfy.tls.context import TlsConfigError, cipher_list, protocol_range, TlsSettings
 
 __all__ = ["LEVELS", "ClientTlsPolicy", "ClientTls", "parse_policy", "PeerCheck",
@@ -66,10 +86,16 @@ class ClientTlsPolicy:
     protocols: tuple[str, ...] | None = None   # policy override of mandatory_protocols
     ciphers: str | None = None
     exclude: tuple[str, ...] = ()
+    # Level "dane" after the TLSA lookup (pfy.daemons.smtp): the usable
+    # records, the reference identifiers for DANE-TA (next-hop domain, MX
+    # host), and "half-dane" (insecure MX: a match is only "Trusted").
+    tlsa: tuple = ()
+    dane_names: tuple[str, ...] = ()
+    half_dane: bool = False
 
     @property
     def mandatory(self) -> bool:
-        return self.level in MANDATORY
+        return self.level in MANDATORY or (self.level == "dane" and bool(self.tlsa))
 
     @property
     def enabled(self) -> bool:
@@ -130,6 +156,7 @@ class PeerCheck:
     matched: bool
     level_word: str            # Untrusted / Trusted / Verified
     reason: str = ""           # why a mandatory level failed
+    verify_error: str = ""     # tls_log_verify_error() detail ("num=65:...")
 
 
 def _cert_names(der: bytes) -> list[str]:
@@ -170,6 +197,7 @@ class ClientTls:
         self.verify_match = tuple(cfg[f"{prefix}_tls_verify_cert_match"])
         self.secure_match = tuple(cfg[f"{prefix}_tls_secure_cert_match"])
         self.fingerprints = tuple(cfg[f"{prefix}_tls_fingerprint_cert_match"])
+        self.dane_digests = _dane.digest_types(cfg["tls_dane_digests"])
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._store = self._load_store()
 
@@ -270,6 +298,8 @@ class ClientTls:
         """After the handshake: Untrusted / Trusted / Verified, and for a
         mandatory level that requires it, why the peer is refused."""
         der = ssl_object.getpeercert(binary_form=True) or b""
+        if policy.level == "dane" and policy.tlsa:
+            return self._check_dane(ssl_object, der, policy)
         verified_by_openssl = policy.level in ("verify", "secure")
         trusted = bool(der) and (verified_by_openssl or self._chain_trusted(der))
         if policy.level == "fingerprint":
@@ -310,12 +340,47 @@ class ClientTls:
             reason = "Server certificate not verified"
         return PeerCheck(trusted, matched, word, reason)
 
+    def _check_dane(self, ssl_object, der: bytes, policy: ClientTlsPolicy) -> PeerCheck:
+        """RFC 7672: the chain must match a usable TLSA record."""
+        chain = peer_chain(ssl_object) or ([der] if der else [])
+        m = _dane.match_chain(chain, list(policy.tlsa), list(policy.dane_names),
+                              self.dane_digests)
+        if m.matched:
+            # tls_client.c: a DANE match is "Verified", except when the MX
+            # name could be forged (half-dane): "Trusted".
+            return PeerCheck(True, not policy.half_dane,
+                             "Trusted" if policy.half_dane else "Verified")
+        reason = "Server certificate not trusted" if policy.half_dane \
+            else "Server certificate not verified"
+        return PeerCheck(False, False, "Untrusted", reason, m.error)
+
     @staticmethod
     def log_line(word: str, namaddr_port: str, ssl_object) -> str:
         name, _, bits = ssl_object.cipher() or ("unknown", "", 0)
         proto = ssl_object.version() or "unknown"
         return (f"{word} TLS connection established to {namaddr_port}: {proto} with cipher "
                 f"{name} ({bits}/{bits} bits)")
+
+
+def peer_chain(ssl_object) -> list[bytes]:
+    """The certificates the server sent, leaf first (DER), as OpenSSL's
+    SSL_get_peer_cert_chain(): public in Python 3.13, private before."""
+    get = getattr(ssl_object, "get_unverified_chain", None)
+    if get is None:
+        get = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if get is None:
+        return []
+    try:
+        certs = get() or []
+    except (ssl.SSLError, ValueError):
+        return []
+    out = []
+    for c in certs:
+        if isinstance(c, bytes):
+            out.append(c)
+        else:
+            out.append(c.public_bytes(_ssl.ENCODING_DER))
+    return out
 
 
 class _LevelFreeConfig:

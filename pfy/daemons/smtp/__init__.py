@@ -37,6 +37,8 @@ PARAMETERS
     smtp_tls_CApath, smtp_tls_mandatory_protocols, smtp_tls_mandatory_ciphers,
     smtp_tls_fingerprint_cert_match, smtp_tls_fingerprint_digest,
     smtp_tls_verify_cert_match, smtp_tls_secure_cert_match,
+    smtp_dns_support_level (dnssec: DANE), smtp_tls_dane_insecure_mx_policy,
+    smtp_tls_force_insecure_host_tlsa_lookup, tls_dane_digests,
     smtp_sasl_auth_enable, smtp_sasl_password_maps, smtp_sasl_mechanism_filter,
     smtp_sasl_security_options, smtp_sasl_tls_security_options,
     smtp_sender_dependent_authentication, smtp_connection_cache_on_demand,
@@ -100,7 +102,8 @@ PRELOAD = (
     "dns._asyncio_backend", "dns.asyncbackend", "dns.asyncquery",
     "dns.rdtypes.ANY.CNAME", "dns.rdtypes.ANY.MX", "dns.rdtypes.ANY.SOA",   # SOA: NXDOMAIN
     "dns.rdtypes.ANY.NS", "dns.rdtypes.ANY.PTR", "dns.rdtypes.ANY.TXT",
-    "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA",
+    "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "dns.rdtypes.ANY.TLSA",   # TLSA: DANE
+    "dns.edns", "dns.flags",
     "encodings.idna",                      # ssl server_hostname, IDN MX names
     "asyncio.sslproto", "asyncio.unix_events",
 )
@@ -140,6 +143,8 @@ def setup(ctx) -> None:
         except TlsConfigError as err:
             raise Fatal(str(err)) from None
     resolver = Resolver.from_environment()
+    if (cfg[f"{p}_dns_support_level"] or "").strip().lower() == "dnssec":
+        resolver.enable_dnssec()         # DANE: believe the AD bit (pfy.dns)
     ctx.data["agent"] = Agent(cfg, lmtp, resolver=resolver, tls=tls, sasl_maps=sasl_maps,
                               policy_maps=policy_maps)
 

@@ -23,7 +23,7 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pfy import log
 from pfy.config import split_list
@@ -36,6 +36,8 @@ from pfy.smtp.client import (BOUNCED, DEFERRED, DSN_NOTIFY_SUCCESS, SENT, BodyEn
                              Transaction, TxRecipient, in_reply_to)
 from pfy.smtp.sasl_client import SaslClient, SaslError, choose_mechanism, lookup_credentials
 from pfy.tables import TableTempFail
+from pfy.dns import DnsStatus
+from pfy.tls import dane
 from pfy.tls.client import ClientTlsPolicy, parse_policy
 
 __all__ = ["Agent", "Settings"]
@@ -103,6 +105,9 @@ class Settings:
     discard_ehlo: list
     min_backoff: int
     assume_final: bool
+    dnssec: bool = False                 # smtp_dns_support_level = dnssec
+    dane_insecure_mx: str = "may"        # smtp_tls_dane_insecure_mx_policy
+    force_tlsa: bool = False             # smtp_tls_force_insecure_host_tlsa_lookup
 
     @classmethod
     def from_config(cls, cfg, lmtp: bool) -> "Settings":
@@ -147,6 +152,9 @@ class Settings:
             discard_ehlo=(g("discard_lhlo_keywords") if lmtp else g("discard_ehlo_keywords")),
             min_backoff=cfg.minimal_backoff_time,
             assume_final=bool(cfg.lmtp_assume_final) if lmtp else False,
+            dnssec=(g("dns_support_level") or "").strip().lower() == "dnssec",
+            dane_insecure_mx=(cfg["smtp_tls_dane_insecure_mx_policy"] or "may").strip().lower(),
+            force_tlsa=bool(g("tls_force_insecure_host_tlsa_lookup")),
         )
 
 
@@ -380,12 +388,75 @@ class Agent:
         password would go to this server (a password never follows a
         failed handshake in plaintext).
         """
+        policy = await self._target_policy(t, nexthop)
         try:
-            return await self._connect_once(t, req, nexthop, plaintext=False)
+            return await self._connect_once(t, req, nexthop, policy, plaintext=False)
         except SessionFailed as e:
             if not e.tls_retry_plain or not self._plaintext_fallback_ok(req, nexthop, t):
                 raise
-        return await self._connect_once(t, req, nexthop, plaintext=True)
+        return await self._connect_once(t, req, nexthop, policy, plaintext=True)
+
+    async def _target_policy(self, t: Target, nexthop):
+        """The TLS policy for this target, before connecting (Postfix's
+        smtp_tls_policy_cache_query() in smtp_connect.c): a policy that
+        cannot be used ("TLSA lookup error", dane-only without TLSA) is a
+        warning and a deferral for this address, as Postfix's
+        "TLS policy lookup for dest/host: reason"."""
+        policy = self._tls_policy(nexthop) if (self.tls or self.s.tls_level != "none") else None
+        if policy is None or policy.level not in ("dane", "dane-only"):
+            return policy
+        try:
+            return await self._dane_policy(policy, t, nexthop)
+        except SessionFailed as e:
+            log.warning(f"TLS policy lookup for {nexthop.text}/{t.hostname}: {e.reason}")
+            raise
+
+    async def _dane_policy(self, policy: ClientTlsPolicy, t: Target, nexthop) -> ClientTlsPolicy:
+        """smtp_tls_policy.c dane_init(): the effective level at ``t``."""
+        dest = nexthop.text
+        only = policy.level == "dane-only"
+
+        def incompat(kind: str, text: str) -> ClientTlsPolicy:
+            # dane_incompat(): dane falls back (to encrypt when records
+            # exist but cannot authenticate, else may); dane-only defers.
+            if kind == "config":
+                log.warning(text)
+                if only:
+                    raise SessionFailed("4.7.5", "client TLS configuration problem")
+            elif only:
+                raise SessionFailed("4.7.5", text)
+            return replace(policy, level="encrypt" if kind == "cantauth" else "may")
+        if t.unix:
+            log.warning(f"{dest}: the \"dane\" security level is invalid for delivery via "
+                        f"unix-domain sockets")
+            raise SessionFailed("4.7.5", "client TLS configuration problem")
+        hosts = [h.lower() for h in (self.s.host_lookup if not isinstance(self.s.host_lookup, str)
+                                     else self.s.host_lookup.replace(",", " ").split())]
+        if not self.s.dnssec or "dns" not in hosts or self.resolver is None:
+            return incompat("config", f"{dest}: {policy.level} configured with dnssec "
+                                      f"lookups disabled")
+        insecure_mx = t.mx_dnssec is False
+        if insecure_mx and (only or self.s.dane_insecure_mx in ("may", "none")):
+            return incompat("dest", "non DNSSEC destination")
+        records: list = []
+        if t.dnssec or self.s.force_tlsa:
+            ans = await self.resolver.tlsa(t.port, t.hostname)
+            if ans.status is DnsStatus.TEMPFAIL:
+                raise SessionFailed("4.7.5", f"TLSA lookup error for {t.hostname}:{t.port}")
+            if ans.found and ans.secure:
+                records = [r for r in (dane.parse_tlsa(x) for x in ans.records) if r is not None]
+        if not records:
+            return incompat("dest", "no TLSA records found")
+        good = dane.usable(records, self.tls.dane_digests if self.tls else
+                           dane.digest_types(["sha512", "sha256"]))
+        if not good:
+            return incompat("cantauth", "TLSA records unusable")
+        if insecure_mx and self.s.dane_insecure_mx == "encrypt":
+            return incompat("cantauth", "Verification not possible, MX RRset is insecure")
+        # RFC 7672 3.2.3: DANE-TA reference identifier: the TLSA base domain
+        # (the MX host name); name checks are not configurable.
+        return replace(policy, level="dane", tlsa=tuple(good), dane_names=(t.hostname,),
+                       half_dane=insecure_mx)
 
     def _plaintext_fallback_ok(self, req, nexthop, t: Target) -> bool:
         if req.active_time - req.arrival_time < self.s.min_backoff:
@@ -401,7 +472,7 @@ class Agent:
                 return False
         return True
 
-    async def _connect_once(self, t: Target, req, nexthop, plaintext: bool) -> Session:
+    async def _connect_once(self, t: Target, req, nexthop, policy, plaintext: bool) -> Session:
         to = self.s.timeouts
         where = t.relay
         try:
@@ -427,7 +498,7 @@ class Agent:
         sess.dest = nexthop.host or nexthop.text
         try:
             try:
-                await self._handshake(sess, req, nexthop, plaintext)
+                await self._handshake(sess, req, nexthop, policy, plaintext)
             except SessionFailed:
                 self._abort(sess)
                 raise
@@ -468,7 +539,8 @@ class Agent:
                                             try_next=False) from None
         return pol
 
-    async def _handshake(self, sess: Session, req, nexthop, plaintext: bool = False) -> None:
+    async def _handshake(self, sess: Session, req, nexthop, policy,
+                         plaintext: bool = False) -> None:
         to = self.s.timeouts
         c = sess.client
         t = sess.target
@@ -482,7 +554,6 @@ class Agent:
             dsn = "4" + greet.dsn[1:] if greet.klass == 5 else greet.dsn
             raise SessionFailed(dsn, f"host {t.namaddr} refused to talk to me: {greet.text}",
                                 diag=greet.text, mta=t.hostname)
-        policy = self._tls_policy(nexthop) if (self.tls or self.s.tls_level != "none") else None
         await self._hello(sess, esmtp=not self.s.never_send_ehlo)
         if policy is not None and policy.enabled and not t.unix and not plaintext:
             if sess.features.starttls and self.tls is not None:
@@ -550,8 +621,12 @@ class Agent:
         sess.tls = True
         sslobj = sess.writer.get_extra_info("ssl_object")
         check = self.tls.check_peer(sslobj, policy, t.hostname, nexthop.host)
+        if check.verify_error:
+            # tls_verify.c tls_log_verify_error(), before the summary line.
+            log.info(f"server certificate verification failed for {t.relay}: "
+                     f"{check.verify_error}")
         log.info(self.tls.log_line(check.level_word, t.relay, sslobj))
-        if check.reason and policy.level in ("verify", "secure", "fingerprint"):
+        if check.reason and policy.level in ("verify", "secure", "fingerprint", "dane"):
             raise SessionFailed("4.7.5", check.reason)
         await self._hello(sess, esmtp=True)
 

@@ -57,6 +57,10 @@ class Target:
     port: int
     pref: int = 0
     unix: bool = False
+    # DNSSEC (smtp_dns_support_level = dnssec): the AD bit of the address
+    # lookup, and of the MX lookup (None: no MX record was used).
+    dnssec: bool = False
+    mx_dnssec: bool | None = None
 
     @property
     def namaddr(self) -> str:
@@ -180,25 +184,25 @@ def _family_ok(addr: str, protocols: list[str]) -> bool:
 
 
 async def _host_addresses(resolver, host: str, lookup: str, protocols: list[str]):
-    """(status, [addresses], reason) for a host name."""
+    """(status, [addresses], reason, dnssec) for a host name."""
     if _is_ip(host):
-        return DnsStatus.FOUND, [host], ""
+        return DnsStatus.FOUND, [host], "", False
     if lookup == "native" or resolver is None:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except socket.gaierror as err:
             status = DnsStatus.TEMPFAIL if err.errno == socket.EAI_AGAIN else DnsStatus.NOTFOUND
-            return status, [], err.strerror or "Host not found"
+            return status, [], err.strerror or "Host not found", False
         addrs = []
         for info in infos:
             if info[4][0] not in addrs:
                 addrs.append(info[4][0])
-        return DnsStatus.FOUND, [a for a in addrs if _family_ok(a, protocols)], ""
+        return DnsStatus.FOUND, [a for a in addrs if _family_ok(a, protocols)], "", False
     ans = await resolver.addresses(host)
     if not ans.found:
-        return ans.status, [], ans.reason
-    return DnsStatus.FOUND, [a for a in ans.records if _family_ok(a, protocols)], ""
+        return ans.status, [], ans.reason, False
+    return DnsStatus.FOUND, [a for a in ans.records if _family_ok(a, protocols)], "", ans.secure
 
 
 async def resolve(nexthop: Nexthop, *, resolver, host_lookup: list[str], protocols: list[str],
@@ -212,6 +216,7 @@ async def resolve(nexthop: Nexthop, *, resolver, host_lookup: list[str], protoco
     lookup = "dns" if "dns" in [h.lower() for h in host_lookup] else "native"
     name = nexthop.host
     mx_hosts: list[tuple[int, str]]
+    mx_dnssec: bool | None = None
     if nexthop.mx and lookup == "dns" and resolver is not None:
         ans = await resolver.mx(name)
         if ans.status is DnsStatus.TEMPFAIL:
@@ -221,6 +226,7 @@ async def resolve(nexthop: Nexthop, *, resolver, host_lookup: list[str], protoco
             if len(ans.records) == 1 and ans.records[0][1] in ("", ".", "@"):
                 raise RouteError("5.1.0", f"Domain {name} does not accept mail (nullMX)")
             mx_hosts = order_mx([(p, h) for p, h in ans.records if h not in ("", ".", "@")], rng)
+            mx_dnssec = ans.secure
         else:
             mx_hosts = [(0, name)]          # RFC 5321 5.1: implicit MX
             nexthop = Nexthop(name, nexthop.port, False, text=nexthop.text)
@@ -230,7 +236,7 @@ async def resolve(nexthop: Nexthop, *, resolver, host_lookup: list[str], protoco
     tempfail = ""
     notfound = ""
     for pref, host in mx_hosts:
-        status, addrs, reason = await _host_addresses(resolver, host, lookup, protocols)
+        status, addrs, reason, secure = await _host_addresses(resolver, host, lookup, protocols)
         if status is DnsStatus.TEMPFAIL:
             tempfail = tempfail or (f"Host or domain name not found. Name service error for "
                                     f"name={host} type=A: {reason or 'Host not found, try again'}")
@@ -240,7 +246,8 @@ async def resolve(nexthop: Nexthop, *, resolver, host_lookup: list[str], protoco
                                     f"name={host} type=A: {reason or 'Host not found'}")
             continue
         for a in addrs:
-            targets.append(Target(host, a, nexthop.port, pref))
+            targets.append(Target(host, a, nexthop.port, pref, dnssec=secure,
+                                  mx_dnssec=mx_dnssec))
     # Loop detection (smtp_addr.c smtp_truncate_self): drop MX hosts at or
     # above the preference of one that is us.
     if nexthop.mx and ours:
