@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from pfy.access.netlist import NetworkList
 from pfy.access.policy_client import PolicyClient, PolicyError, parse_policy_arg
 from pfy.dns import DnsStatus, Resolver, valid_hostaddr, valid_hostname
 from pfy.dns.dnsbl import DnsblError, parse_dnsbl, query_dnsbl
+from pfy.ipc.verify_client import STAT_BOUNCE as VRFY_BOUNCE, STAT_DEFER as VRFY_DEFER
+from pfy.ipc.verify_client import STAT_OK as VRFY_OK, STAT_TODO as VRFY_TODO, VerifyClient
 from pfy.message.domains import MatchList
 from pfy.smtp.replies import Reply
 from pfy.tables import TableError, TableTempFail, open_table
@@ -39,6 +42,8 @@ NAME_DATA = "Data command"
 NAME_EOD = "End-of-data"
 NAME_CCERT = "Client certificate"
 NAME_SASL = "SASL login name"
+# smtpd_dsn_fix.h: the sender's DSN in reject_unverified_sender replies.
+SND_DSN = "4.1.7"
 
 # smtpd_check.c smtpd_check_init(): at least one of these in the relay or
 # recipient restrictions, or Postfix refuses to start.
@@ -75,6 +80,7 @@ _SIMPLE = {
     "reject_unauthenticated_sender_login_mismatch", "permit_tls_clientcerts",
     "permit_tls_all_clientcerts", "reject_plaintext_session", "permit_inet_interfaces",
     "permit_naked_ip_address", "reject_multi_recipient_bounce",
+    "reject_unverified_recipient", "reject_unverified_sender",
 }
 
 _CODE_RE = re.compile(r"^([2-5])(\d\d)(?:[ \t]+(.*))?$", re.S)
@@ -279,8 +285,18 @@ class _StaticResolve:
 class AccessPolicy:
     """All restriction lists of one smtpd process, parsed and opened once."""
 
-    def __init__(self, cfg, resolver: Resolver | None = None, rewrite=None, opener=None):
+    def __init__(self, cfg, resolver: Resolver | None = None, rewrite=None, opener=None,
+                 verify=None):
         self.cfg = cfg
+        # verify(8) client (reject_unverified_*): connects on first use, so
+        # made here, before the jail, and harmless when never used.
+        self.verify = verify if verify is not None else VerifyClient(
+            os.path.join("private", cfg.address_verify_service_name))
+        try:
+            self.verify_poll_count = max(1, int(str(cfg.address_verify_poll_count).strip()))
+        except (TypeError, ValueError):
+            self.verify_poll_count = 3          # postconf -d: ${stress?{1}:{3}}
+        self.verify_poll_delay = float(cfg.address_verify_poll_delay)
         self.resolver = resolver if resolver is not None else Resolver.from_environment()
         self._tables: dict[str, object] = {}
         self._opener = opener or self._open_table
@@ -354,12 +370,14 @@ class AccessPolicy:
             raise AccessConfigError(str(err)) from None
 
     @classmethod
-    def from_config(cls, cfg, resolver: Resolver | None = None, rewrite=None, opener=None) -> "AccessPolicy":
-        return cls(cfg, resolver=resolver, rewrite=rewrite, opener=opener)
+    def from_config(cls, cfg, resolver: Resolver | None = None, rewrite=None, opener=None,
+                    verify=None) -> "AccessPolicy":
+        return cls(cfg, resolver=resolver, rewrite=rewrite, opener=opener, verify=verify)
 
     def close(self) -> None:
         for client in self._policy.values():
             client.close()
+        self.verify.close()
 
     # -- configuration ------------------------------------------------
     def _open_table(self, spec: str):
@@ -747,6 +765,20 @@ class AccessPolicy:
                 return self._reject(ctx, c.multi_recipient_bounce_reject_code, "5.5.3",
                                     f"<{reply_name}>: {reply_class} rejected: Multi-recipient bounce")
             return DUNNO
+        if n == "reject_unverified_recipient":
+            if not rcpt:
+                return DUNNO
+            return await self._unverified(ctx, rcpt, NAME_RECIPIENT, c.unverified_recipient_defer_code,
+                                          c.unverified_recipient_reject_code,
+                                          c.unverified_recipient_tempfail_action,
+                                          c.unverified_recipient_reject_reason or "")
+        if n == "reject_unverified_sender":
+            if not sender:
+                return DUNNO
+            return await self._unverified(ctx, sender, NAME_SENDER, c.unverified_sender_defer_code,
+                                          c.unverified_sender_reject_code,
+                                          c.unverified_sender_tempfail_action,
+                                          c.unverified_sender_reject_reason or "")
         if n == "permit_naked_ip_address":
             helo = f.helo_name or ""
             return OK if helo and valid_hostaddr(helo) else DUNNO
@@ -764,6 +796,40 @@ class AccessPolicy:
         return self._reject(ctx, 451, "4.3.5", "Server configuration error", software=True)
 
     # -- helpers ------------------------------------------------------
+    async def _unverified(self, ctx: _Ctx, addr: str, cls: str, dcode: int, rcode: int,
+                          tf_act: str, alt_reply: str) -> int:
+        """smtpd_check.c reject_unverified_address(): ask verify(8), polling
+        address_verify_poll_count times while the answer is "in progress"."""
+        dsn = SND_DSN if cls == NAME_SENDER else "4.1.1"
+        answer = None
+        for count in range(self.verify_poll_count):
+            answer = await self.verify.query(addr)
+            if answer is None or answer[0] != VRFY_TODO:
+                break
+            if count + 1 < self.verify_poll_count:
+                await asyncio.sleep(self.verify_poll_delay)
+        if answer is None:
+            log.warning("%s service failure", self.cfg.address_verify_service_name)
+            return self._tempfail_action(ctx, tf_act, 450, dsn,
+                                         f"<{addr}>: {cls} rejected: address verification problem")
+        status, why = answer
+        if status in (VRFY_TODO, VRFY_DEFER):
+            code = dcode
+        elif status == VRFY_BOUNCE:
+            code = rcode
+        else:
+            if status != VRFY_OK:
+                log.warning("unknown address verification status %d", status)
+            return DUNNO
+        if code >= 400 and alt_reply:
+            why = alt_reply
+        if code // 100 == 2:
+            return DUNNO
+        if code // 100 == 4:
+            return self._tempfail_action(ctx, tf_act, code, dsn,
+                                         f"<{addr}>: {cls} rejected: unverified address: {why[:250]}")
+        return self._reject(ctx, code, dsn, f"<{addr}>: {cls} rejected: undeliverable address: {why}")
+
     def _safe_find(self, ctx, maps, key, reply_name):
         try:
             return maps.find(key)

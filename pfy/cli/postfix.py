@@ -126,8 +126,6 @@ NOT_SHIPPED = {
     "flush": "ETRN and sendmail -qR ask qmgr to scan the deferred queue; the line does nothing",
     "proxymap": "proxy:type:name tables are opened by each process before its jail; "
                 "the line does nothing",
-    "verify": "no address verification: reject_unverified_sender and "
-              "reject_unverified_recipient answer 451 4.3.5; the line does nothing",
     "postscreen": "clients of this service get no SMTP server: run smtpd on it instead",
     "dnsblog": "only postscreen uses it", "tlsproxy": "only postscreen uses it",
     "qmqpd": "no QMQP server: clients of this service get no answer",

@@ -20,6 +20,12 @@ DESCRIPTION
     (trace/ID), expiry after maximal_queue_lifetime and delay warnings
     (defer/ID).  Messages in hold/ are never scheduled.
 
+    An address probe of verify(8) (A trace_flags with DEL_REQ_FLAG_MTA_VRFY)
+    goes to the agents in verify-only mode; each result (deliverable, or
+    undeliverable with the bounce or deferral reason) goes to the verify
+    service as an update, and the probe leaves the queue without any
+    notice, whatever happened to it.
+
     A message with a content filter (REC_FILT "transport:nexthop", from
     content_filter or a FILTER action) goes to that transport for every
     recipient; a REDIRECT (REC_RDR) replaces all its recipients.
@@ -41,6 +47,7 @@ PARAMETERS
     queue_run_delay, minimal_backoff_time, maximal_backoff_time,
     maximal_queue_lifetime, bounce_queue_lifetime, default_filter_nexthop,
     bounce_service_name, defer_service_name, trace_service_name, qmgr_ipc_timeout,
+    address_verify_service_name,
     default_process_limit, and per transport (transport_ prefix or
     default_): destination_concurrency_limit, initial_destination_concurrency,
     destination_recipient_limit, destination_concurrency_failed_cohort_limit,
@@ -113,6 +120,7 @@ def _preload(ctx) -> None:
     import pfy.daemons.qmgr.scheduler  # noqa: F401
     import pfy.dsn.logfile  # noqa: F401
     import pfy.ipc.bounce_client  # noqa: F401
+    import pfy.ipc.verify_client  # noqa: F401
     import pfy.ipc.channel  # noqa: F401
     import pfy.ipc.rewrite_client  # noqa: F401
     import pfy.ipc.trigger  # noqa: F401
@@ -127,6 +135,7 @@ def _setup(ctx) -> None:
     from pfy.daemons.qmgr.scheduler import Scheduler, TransportLimits
     from pfy.ipc.bounce_client import BounceClient
     from pfy.ipc.delivery import VERIFY_AGENTS
+    from pfy.ipc.verify_client import VerifyClient
     from pfy.queue.directory import Queue
 
     cfg = ctx.cfg
@@ -156,7 +165,9 @@ def _setup(ctx) -> None:
         recipient_limit=cfg.qmgr_message_recipient_limit,
         retry=RetryPolicy.from_config(cfg), ipc_timeout=cfg.qmgr_ipc_timeout,
         bounce=BounceClient.from_config(cfg, root),
-        default_filter_nexthop=cfg.default_filter_nexthop, verify_ok=verify_ok)
+        default_filter_nexthop=cfg.default_filter_nexthop, verify_ok=verify_ok,
+        verify=VerifyClient(os.path.join(root, "private", cfg.address_verify_service_name),
+                            timeout=cfg.qmgr_ipc_timeout))
     try:
         engine.recover()
     except PermissionError as exc:

@@ -40,10 +40,13 @@ from pfy.daemons.qmgr.scheduler import Delivery, Scheduler
 from pfy.dsn.logfile import NOTIFY_SUCCESS, StatusRecord, append_records
 from pfy.ipc.attr import ProtocolError
 from pfy.ipc.bounce_client import NoticeRequest
-from pfy.ipc.delivery import (BOUNCED, DEFERRED, DELIVERABLE, DEL_REQ_FLAG_RECORD, DSN_PASSED,
+from pfy.ipc.delivery import (BOUNCED, DEFERRED, DELIVERABLE, DEL_REQ_FLAG_MTA_VRFY,
+                              DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_USR_VRFY, DSN_PASSED,
                               PROTOCOL, SENT, UNDELIVERABLE, ClientInfo, DeliveryReply,
                               DeliveryRequest, RecipientResult, RequestRecipient,
                               check_reply, trace_only)
+from pfy.ipc.verify_client import STAT_BOUNCE as VRFY_BOUNCE, STAT_DEFER as VRFY_DEFER
+from pfy.ipc.verify_client import STAT_OK as VRFY_OK
 from pfy.queue.directory import Queue, QueueEntry
 from pfy.queue.queue_file import CorruptQueueFile, Recipient, mark_done, update_warn_time
 
@@ -117,6 +120,14 @@ class _Message:
     outstanding: int = 0
     deferred: list = field(default_factory=list)   # (Recipient, StatusRecord)
     bounced: list = field(default_factory=list)    # (Recipient, StatusRecord, marked)
+    probed: list = field(default_factory=list)     # verify(8) probe: (Recipient, status, why)
+
+    @property
+    def is_probe(self) -> bool:
+        """An address probe of verify(8) (DEL_REQ_FLAG_MTA_VRFY): its results
+        go to the verify service, never to a notice."""
+        return bool(self.trace_flags & DEL_REQ_FLAG_MTA_VRFY) \
+            and not self.trace_flags & DEL_REQ_FLAG_USR_VRFY
 
 
 # Queue file attributes (A records, written by cleanup) that a delivery
@@ -163,10 +174,13 @@ class ActiveQueue:
                  retry: RetryPolicy | None = None, bounce=None,
                  default_filter_nexthop: str = "",
                  verify_ok: Callable[[str], bool] = lambda transport: True,
+                 verify=None,
                  clock: Callable[[], float] = time.time):
         """bounce: a pfy.ipc.bounce_client.BounceClient (its a* calls);
         verify_ok(transport): whether that transport's agent honours
-        trace-only requests (else qmgr answers them itself)."""
+        trace-only requests (else qmgr answers them itself); verify: a
+        pfy.ipc.verify_client.VerifyClient for the results of verify(8)
+        probes."""
         self.queue = queue
         self.sched = scheduler
         self.resolve = resolve
@@ -181,6 +195,7 @@ class ActiveQueue:
         self.bounce = bounce or _NoBounceService()
         self.default_filter_nexthop = default_filter_nexthop
         self.verify_ok = verify_ok
+        self.verify = verify
         self.ipc_timeout = ipc_timeout
         self.clock = clock
         self.messages: dict[str, _Message] = {}
@@ -528,7 +543,17 @@ class ActiveQueue:
     def _verify_results(self, msg: _Message, results: list) -> None:
         """A trace-only message (sendmail -bv): every result is final.  The
         trace record is durable before the recipient is marked done, so a
-        crash repeats the probe rather than lose its answer."""
+        crash repeats the probe rather than lose its answer.  A verify(8)
+        probe's results wait in msg.probed for the verify service (sent
+        when the message settles)."""
+        if msg.is_probe:
+            for rcpt, res in results:
+                # verify_append(): sent = deliverable (DEL_RCPT_STAT_OK); a
+                # bounce or a deferral is undeliverable, with its status.
+                st = (VRFY_OK if res.status == SENT
+                      else VRFY_BOUNCE if res.status == BOUNCED else VRFY_DEFER)
+                msg.probed.append((rcpt, st, res.reason))
+            return
         trace = []
         for rcpt, res in results:
             action = res.action if res.action in (DELIVERABLE, UNDELIVERABLE) else (
@@ -543,6 +568,22 @@ class ActiveQueue:
             for rcpt, res in results:
                 msg.deferred.append((rcpt, _status(rcpt, "4.3.0", "delayed",
                                                    "cannot record the verification result")))
+
+    async def _probe_updates(self, msg: _Message) -> None:
+        """Each result of a verify(8) probe to the verify service, for the
+        address as probed and as delivered (verify_append() updates both),
+        then the recipient is done: a probe never leaves a notice, and one
+        whose answer is lost is sent again by verify after its PROBE_TTL."""
+        qid = msg.entry.queue_id
+        probed, msg.probed = msg.probed, []
+        for rcpt, st, why in probed:
+            ok = self.verify is not None
+            for addr in dict.fromkeys(a for a in (rcpt.orig_rcpt, rcpt.address) if a):
+                if ok:
+                    ok = await self.verify.update(addr, st, why)
+            if not ok:
+                log.warning(f"{qid}: {rcpt.address}: address verification service failure")
+            self._mark(msg, rcpt)
 
     def _verify_for_agent(self, d: Delivery, req: DeliveryRequest) -> DeliveryReply:
         """Answer a trace-only request for an agent that would deliver it
@@ -649,6 +690,8 @@ class ActiveQueue:
             self._verify_results(msg, [(r, RecipientResult(r.offset, r.address, DEFERRED,
                                                             st.status, st.reason, False))
                                        for r, st in held])
+        if msg.probed:
+            await self._probe_updates(msg)
         if msg.bounced:
             # The bounce record is durable before the done mark, so a
             # crash in between repeats the attempt instead of losing the
