@@ -18,13 +18,12 @@ newtls, newtls_status, auth, lookup; ident is "service:addr".
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
 from pfy import log
-from pfy.ipc.attr import ProtocolError, protocol
-from pfy.ipc.channel import AsyncAttrConnection    # at import: smtpd runs chrooted
+from pfy.ipc.attr import protocol
+from pfy.ipc.channel import AsyncServiceClient    # at import: smtpd runs chrooted
 from pfy.smtp.replies import Reply
 
 __all__ = ["PROTOCOL", "AnvilRequest", "AnvilReply", "AnvilClient", "AnvilCounts",
@@ -74,58 +73,21 @@ class AnvilCounts:
 
 
 class AnvilClient:
-    """One per smtpd process; safe for many sessions (requests take turns)."""
+    """One per smtpd process; safe for many sessions (pfy.ipc.channel's
+    AsyncServiceClient: lazy connection, requests take turns, never raises)."""
 
     def __init__(self, path: str = "private/anvil", *, timeout: float = REQUEST_TIMEOUT,
                  clock=time.monotonic):
-        self.path = path
-        self.timeout = timeout
-        self.clock = clock
-        self._conn = None
-        self._lock: asyncio.Lock | None = None
-        self._down_until = 0.0
-        self._warned_at = -WARN_INTERVAL
+        self.service = AsyncServiceClient(path, PROTOCOL, timeout=timeout,
+                                          retry_delay=RETRY_DELAY, warn_interval=WARN_INTERVAL,
+                                          clock=clock)
 
     async def _call(self, request: str, ident: str) -> AnvilReply | None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        now = self.clock()
-        if now < self._down_until:
-            return None
-        async with self._lock:
-            for attempt in range(2):
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        if self._conn is None:
-                            self._conn = await AsyncAttrConnection.open(self.path, PROTOCOL)
-                        reply = await self._conn.request(AnvilRequest(request, ident), AnvilReply)
-                    return reply if reply.status == STAT_OK else None
-                except (OSError, EOFError, ProtocolError, asyncio.TimeoutError,
-                        asyncio.IncompleteReadError, ValueError) as err:
-                    self._drop()
-                    # A connection anvil closed while idle (anvil restarted):
-                    # one fresh attempt before calling it down.
-                    if attempt == 0 and not isinstance(err, asyncio.TimeoutError) \
-                            and not isinstance(err, (FileNotFoundError, ConnectionRefusedError)):
-                        continue
-                    self._down_until = self.clock() + RETRY_DELAY
-                    if self.clock() - self._warned_at >= WARN_INTERVAL:
-                        self._warned_at = self.clock()
-                        why = getattr(err, "strerror", None) or type(err).__name__
-                        log.warning(f"problem talking to service {self.path}: {why}")
-                    return None
-        return None
-
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        reply = await self.service.call(AnvilRequest(request, ident), AnvilReply)
+        return reply if reply is not None and reply.status == STAT_OK else None
 
     def close(self) -> None:
-        self._drop()
+        self.service.close()
 
     async def connect(self, service: str, addr: str) -> AnvilCounts | None:
         r = await self._call("connect", anvil_ident(service, addr))

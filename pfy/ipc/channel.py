@@ -28,7 +28,7 @@ from pfy.ipc.attr import (
     encode_lines_frame, encode_record_frame,
 )
 
-__all__ = ["AttrConnection", "AsyncAttrConnection", "REC_END_OF_STREAM"]
+__all__ = ["AttrConnection", "AsyncAttrConnection", "AsyncServiceClient", "REC_END_OF_STREAM"]
 
 _LEN = struct.Struct(">I")
 # Record streams end with an E record (pfy.queue.record.REC_END), the same
@@ -297,3 +297,70 @@ class AsyncAttrConnection:
             await self.writer.wait_closed()
         except (ConnectionError, BrokenPipeError):
             pass
+
+
+class AsyncServiceClient:
+    """A long-lived client of one small service (anvil, verify) for an
+    asyncio daemon: one lazy connection shared by every session (requests
+    take turns, as Postfix's clnt_stream), one fresh attempt when the
+    service closed an idle connection, and after a failure the service is
+    left alone for ``retry_delay`` seconds, with at most one warning per
+    ``warn_interval``.  call() never raises: None means "the service did
+    not answer", and the caller decides what that costs."""
+
+    # asyncio, time and pfy.log are imported where used (this module also
+    # serves blocking commands that must start fast); an asyncio daemon has
+    # them loaded long before its jail.
+
+    def __init__(self, path: str, protocol_name: str, *, timeout: float,
+                 retry_delay: float = 5.0, warn_interval: float = 60.0, clock=None):
+        import time
+        self.path = path
+        self.protocol_name = protocol_name
+        self.timeout = timeout
+        self.retry_delay = retry_delay
+        self.warn_interval = warn_interval
+        self.clock = clock or time.monotonic
+        self._conn: AsyncAttrConnection | None = None
+        self._lock = None
+        self._down_until = 0.0
+        self._warned_at = -warn_interval
+
+    async def call(self, request, expect):
+        import asyncio
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        if self.clock() < self._down_until:
+            return None
+        async with self._lock:
+            for attempt in range(2):
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        if self._conn is None:
+                            self._conn = await AsyncAttrConnection.open(self.path,
+                                                                        self.protocol_name)
+                        return await self._conn.request(request, expect)
+                except (OSError, EOFError, ProtocolError, asyncio.TimeoutError,
+                        asyncio.IncompleteReadError, ValueError) as err:
+                    self.close()
+                    # A connection the service closed while idle (it was
+                    # restarted): one fresh attempt before calling it down.
+                    if attempt == 0 and not isinstance(
+                            err, (asyncio.TimeoutError, FileNotFoundError, ConnectionRefusedError)):
+                        continue
+                    self._down_until = self.clock() + self.retry_delay
+                    if self.clock() - self._warned_at >= self.warn_interval:
+                        self._warned_at = self.clock()
+                        from pfy import log
+                        why = getattr(err, "strerror", None) or type(err).__name__
+                        log.warning(f"problem talking to service {self.path}: {why}")
+                    return None
+        return None
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:   # noqa: BLE001 - already gone
+                pass

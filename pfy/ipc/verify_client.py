@@ -18,13 +18,11 @@ VerifyReply(status, addr_status, why).  request is Postfix's: "query" or
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
-from pfy import log
-from pfy.ipc.attr import ProtocolError, protocol
-from pfy.ipc.channel import AsyncAttrConnection    # at import: smtpd runs chrooted
+from pfy.ipc.attr import protocol
+from pfy.ipc.channel import AsyncServiceClient    # at import: smtpd runs chrooted
 
 __all__ = ["PROTOCOL", "VerifyRequest", "VerifyReply", "VerifyClient",
            "REQ_QUERY", "REQ_UPDATE", "VRFY_STAT_OK", "VRFY_STAT_FAIL", "VRFY_STAT_BAD",
@@ -60,56 +58,20 @@ class VerifyReply:
 
 
 class VerifyClient:
-    """One per process, shared by its sessions (requests take turns on one
-    connection, as Postfix's clnt_stream)."""
+    """One per process, shared by its sessions (pfy.ipc.channel's
+    AsyncServiceClient: lazy connection, requests take turns, never raises)."""
 
     def __init__(self, path: str = "private/verify", *, timeout: float = REQUEST_TIMEOUT,
                  clock=time.monotonic):
-        self.path = path
-        self.timeout = timeout
-        self.clock = clock
-        self._conn = None
-        self._lock: asyncio.Lock | None = None
-        self._down_until = 0.0
-        self._warned_at = -WARN_INTERVAL
+        self.service = AsyncServiceClient(path, PROTOCOL, timeout=timeout,
+                                          retry_delay=RETRY_DELAY, warn_interval=WARN_INTERVAL,
+                                          clock=clock)
 
     async def _call(self, req: VerifyRequest) -> VerifyReply | None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        if self.clock() < self._down_until:
-            return None
-        async with self._lock:
-            for attempt in range(2):
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        if self._conn is None:
-                            self._conn = await AsyncAttrConnection.open(self.path, PROTOCOL)
-                        return await self._conn.request(req, VerifyReply)
-                except (OSError, EOFError, ProtocolError, asyncio.TimeoutError,
-                        asyncio.IncompleteReadError, ValueError) as err:
-                    self._drop()
-                    # A connection verify closed while idle: one fresh try.
-                    if attempt == 0 and not isinstance(
-                            err, (asyncio.TimeoutError, FileNotFoundError, ConnectionRefusedError)):
-                        continue
-                    self._down_until = self.clock() + RETRY_DELAY
-                    if self.clock() - self._warned_at >= WARN_INTERVAL:
-                        self._warned_at = self.clock()
-                        why = getattr(err, "strerror", None) or type(err).__name__
-                        log.warning(f"problem talking to service {self.path}: {why}")
-                    return None
-        return None
-
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        return await self.service.call(req, VerifyReply)
 
     def close(self) -> None:
-        self._drop()
+        self.service.close()
 
     async def query(self, address: str) -> tuple[int, str] | None:
         """(addr_status, why), or None when the service failed."""
