@@ -293,8 +293,8 @@ def compose(sink: Sink, *, template: Template, text: list[str], msg: OriginalMes
         # sender sees where the message came from (and header_checks can).
         put(f"Return-Path: <{sender}>")
         _copy_original(sink, msg.content(), headers_only)
-    # XXX Postfix omits the closing delimiter when the message is gone; we
-    # always close the multipart (RFC 2046 5.1.1).
+    # Deliberately unlike Postfix, which omits the closing delimiter when
+    # the message is gone: the multipart is always closed (RFC 2046 5.1.1).
     put("")
     put(f"--{b}--")
 

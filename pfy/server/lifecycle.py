@@ -597,7 +597,9 @@ class Lifecycle:
         _die(ctx, SystemExit(0))
 
     def setup(self, loop: asyncio.AbstractEventLoop) -> None:
-        raise NotImplementedError
+        """Each skeleton (single, multi, trigger) registers its listening
+        descriptors with the loop here; this base class has none."""
+        raise NotImplementedError(f"{type(self).__name__} is not a skeleton")
 
     def _on_sigterm(self, signum, frame) -> None:
         if self.ctx:

@@ -44,7 +44,8 @@ class Table:
     fold: bool = True
 
     def lookup(self, key: str) -> str | None:
-        raise NotImplementedError
+        """The value for key, or None; every table type defines it."""
+        raise NotImplementedError(f"{type(self).__name__}: no lookup()")
 
     def items(self) -> Iterator[tuple[str, str]]:
         """Every (key, value) in storage order, for postmap -s."""

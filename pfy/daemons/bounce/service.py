@@ -200,8 +200,8 @@ class BounceService:
         if sender.lower() == self.double_bounce.lower():
             log.info(f"{qid}: not sending trace/success notification for "
                      "double-bounce message")
-            # XXX Postfix leaves the trace file behind here; nothing will
-            # ever read it, so it goes.
+            # Deliberately unlike Postfix, which leaves the trace file
+            # behind here: nothing will ever read it, so it goes.
             self._remove_log("trace", qid)
             return 0
         from_, to = "", sender
